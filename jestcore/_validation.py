@@ -1,0 +1,69 @@
+"""Checks of the inputs, run eagerly before any work; every message names the argument."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from jestcore.random import _check_seed
+
+
+def check_int(name: str, value: Any, *, low: int, high: int | None = None, high_doc: str = "") -> int:
+    """``value`` as an int in ``[low, high]``; bools, floats and others are refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if v < low or (high is not None and v > high):
+        bound = f"between {low} and {high_doc or high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    return v
+
+
+def check_floating(name: str, x: Any, xp: Any, *, ndim: int | None = None) -> None:
+    """Refuses arrays that are not real floating point, or that have the wrong ``ndim``."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+
+
+def check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
+    """Raises naming the first NaN or infinite entry of ``x``; skipped for traced arrays."""
+    if backend.is_lazy(x):
+        return
+    bad = ~xp.isfinite(x)
+    if not bool(xp.any(bad)):
+        return
+    flat = int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int8)))
+    value = float(xp.reshape(x, (-1,))[flat])
+    pos = []
+    for size in reversed(tuple(x.shape)):
+        pos.append(flat % size)
+        flat //= size
+    where = tuple(reversed(pos))
+    raise ValueError(f"{name} must be finite, but {name}[{', '.join(map(str, where))}] is {value}")
+
+
+def check_randomness(seed: Any, noise: Any, greedy: Any, shape: tuple[int, ...], xp: Any) -> None:
+    """Exactly one source of randomness: ``seed``, ``noise`` of ``shape``, or ``greedy=True``."""
+    if not isinstance(greedy, bool):
+        raise TypeError(f"greedy must be a bool, got {greedy!r}")
+    given = [n for n, v in (("seed", seed), ("noise", noise)) if v is not None]
+    if greedy:
+        given.append("greedy=True")
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one source of randomness: seed=..., noise=... or greedy=True; "
+            f"got {', '.join(given) if given else 'none'}"
+        )
+    if seed is not None:
+        _check_seed(seed)
+    if noise is not None:
+        check_floating("noise", noise, xp)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")

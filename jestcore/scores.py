@@ -1,0 +1,99 @@
+"""The pairwise sigmoid (SigLIP) loss and the three selection scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jestcore import _validation as v
+from jestcore._namespace import device_of, namespace_of
+from jestcore.backends import get_backend
+
+__all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matrix"]
+
+
+def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
+    """``scale`` and ``bias`` must be real Python numbers or 0-d real floating arrays."""
+    for name, value in (("scale", scale), ("bias", bias)):
+        if isinstance(value, bool) or value is None:
+            raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
+        if isinstance(value, int | float):
+            continue
+        if not hasattr(value, "shape") or value.ndim != 0 or not xp.isdtype(value.dtype, "real floating"):
+            shape = getattr(value, "shape", None)
+            raise TypeError(
+                f"{name} must be a float or a 0-d floating array, got {type(value).__name__}"
+                + (f" of shape {tuple(shape)}" if shape is not None else "")
+            )
+
+
+def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> Any:
+    """The pairwise sigmoid loss ``l_ij = -log sigmoid(z_ij * (scale * <image_i, text_j> + bias))``.
+
+    ``z_ij`` is +1 on the diagonal (matching pairs) and -1 elsewhere, so the SigLIP loss of a
+    batch B is the sum of this matrix over ``B x B``.
+
+    Args:
+        image: ``(N, d)`` image embeddings (usually L2-normalised).
+        text: ``(N, d)`` text embeddings of the same pairs.
+        scale: The model's temperature, already exponentiated (a float or a 0-d array).
+        bias: The model's logit bias (a float or a 0-d array).
+
+    Returns:
+        The ``(N, N)`` loss matrix, entry ``(i, j)`` pairing image i with text j.
+
+    Example:
+        >>> import numpy as np
+        >>> e = np.eye(2)
+        >>> np.round(sigmoid_loss_matrix(e, e, scale=10.0, bias=-5.0), 4).tolist()
+        [[0.0067, 0.0067], [0.0067, 0.0067]]
+    """
+    xp = namespace_of(image, text, name="image, text")
+    v.check_floating("image", image, xp, ndim=2)
+    v.check_floating("text", text, xp, ndim=2)
+    if image.shape != text.shape:
+        raise ValueError(
+            f"image and text must have the same shape (N, d), got {tuple(image.shape)} "
+            f"and {tuple(text.shape)}"
+        )
+    check_scale_bias(scale, bias, xp)
+    n = image.shape[0]
+    logits = scale * (image @ xp.matrix_transpose(text)) + bias
+    positions = xp.arange(n, device=device_of(image))
+    diagonal = positions[:, None] == positions[None, :]
+    return get_backend(xp).softplus(xp.where(diagonal, -logits, logits))
+
+
+def _check_losses(**losses: Any) -> Any:
+    xp = namespace_of(*losses.values(), name=", ".join(losses))
+    for name, loss in losses.items():
+        v.check_floating(name, loss, xp)
+    shapes = {name: tuple(loss.shape) for name, loss in losses.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{' and '.join(shapes)} must have the same shape, got {shapes}")
+    return xp
+
+
+def learnability(learner_loss: Any, reference_loss: Any, /) -> Any:
+    """Learnability ``learner_loss - reference_loss``: not yet learnt, but learnable.
+
+    Elementwise on arrays of any (equal) shape: per-example losses or pairwise loss matrices.
+
+    Example:
+        >>> import numpy as np
+        >>> learnability(np.array([2.0, 0.5]), np.array([0.5, 0.5])).tolist()
+        [1.5, 0.0]
+    """
+    _check_losses(learner_loss=learner_loss, reference_loss=reference_loss)
+    return learner_loss - reference_loss
+
+
+def hard_learner(learner_loss: Any, /) -> Any:
+    """The hard-learner score: the learner's loss itself (high loss, high score)."""
+    _check_losses(learner_loss=learner_loss)
+    return learner_loss
+
+
+def easy_reference(reference_loss: Any, /) -> Any:
+    """The easy-reference score ``-reference_loss`` (low reference loss, high score)."""
+    _check_losses(reference_loss=reference_loss)
+    return -reference_loss

@@ -1,0 +1,203 @@
+"""Exact joint selection from embeddings without forming the N x N score matrix.
+
+The conditional logits of joint selection only need the rows and columns of the score matrix
+that belong to selected items. For the pairwise sigmoid loss they follow from embeddings: after
+chunk C, every candidate's logit grows by ``sum_{j in C} S_jm + S_mj``, which needs
+``image_C @ text.T`` and ``text_C @ image.T`` for each model. So selection costs O(N * b * d)
+arithmetic and O(N * (d + block)) memory instead of O(N^2 * d) and O(N^2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from jestcore import _validation as v
+from jestcore._namespace import device_of, namespace_of, same_device
+from jestcore.backends import get_backend
+from jestcore.scores import check_scale_bias
+from jestcore.selection import _noise_source, blocked_select, chunk_sizes
+
+__all__ = ["SCORES", "PairEmbeddings", "joint_select_embeddings"]
+
+#: The scores that :func:`joint_select_embeddings` accepts, with the sign of each model's loss.
+SCORES: dict[str, tuple[int, int]] = {
+    "learnability": (1, -1),
+    "hard_learner": (1, 0),
+    "easy_reference": (0, -1),
+}
+
+#: Default bound on the elements of one temporary block of pairwise logits (64 MiB in float32).
+BLOCK_ELEMENTS = 2**24
+
+
+class PairEmbeddings(NamedTuple):
+    """A contrastive model's embeddings of N image-text pairs, with its sigmoid-loss parameters.
+
+    A ``NamedTuple``, so JAX treats it as a pytree (it passes through ``jax.jit`` and
+    ``jax.tree_util`` unchanged).
+
+    Attributes:
+        image: ``(N, d)`` image embeddings (float16, bfloat16, float32 or float64).
+        text: ``(N, d)`` text embeddings of the same pairs; ``d`` may differ between models.
+        scale: The temperature, already exponentiated: a float or a 0-d floating array.
+        bias: The logit bias: a float or a 0-d floating array.
+    """
+
+    image: Any
+    text: Any
+    scale: Any
+    bias: Any
+
+
+def _check_model(name: str, model: Any) -> PairEmbeddings:
+    if not isinstance(model, tuple) or len(model) != 4:
+        raise TypeError(
+            f"{name} must be a PairEmbeddings(image, text, scale, bias), got {type(model).__name__}"
+        )
+    return PairEmbeddings(*model)
+
+
+def _models(learner: Any, reference: Any, score: str) -> list[tuple[str, PairEmbeddings, int]]:
+    """The (name, embeddings, sign) of each model that ``score`` needs, validated."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    models = []
+    for name, model, sign in zip(("learner", "reference"), (learner, reference), SCORES[score]):
+        if sign == 0:
+            continue
+        if model is None:
+            raise ValueError(f'score="{score}" needs {name} embeddings, got None')
+        models.append((name, _check_model(name, model), sign))
+    return models
+
+
+def joint_select_embeddings(
+    learner: PairEmbeddings | None,
+    reference: PairEmbeddings | None,
+    /,
+    n_select: int,
+    *,
+    n_chunks: int = 16,
+    score: str = "learnability",
+    seed: Any = None,
+    noise: Any = None,
+    greedy: bool = False,
+    block_size: int | None = None,
+) -> Any:
+    """Joint selection from embeddings, exactly as :func:`joint_select` on the materialised scores.
+
+    Returns the indices that ``joint_select(S, n_select, ...)`` returns for the score matrix ``S``
+    built from the same embeddings with :func:`sigmoid_loss_matrix` (up to floating-point
+    near-ties), but never allocates anything of size N x N: the diagonal comes from row-wise
+    products, and after each chunk every candidate's logit is updated from four
+    ``(c x d) @ (d x N)`` products and a softplus. Logits accumulate in float32 (float64 when
+    an input is float64), so float16 and bfloat16 embeddings are accepted.
+
+    Args:
+        learner: The learner's :class:`PairEmbeddings` (may be ``None`` for
+            ``score="easy_reference"``).
+        reference: The reference model's :class:`PairEmbeddings` (may be ``None`` for
+            ``score="hard_learner"``); the same N as the learner, any embedding width.
+        n_select: How many examples to select, between 1 and N.
+        n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
+        score: ``"learnability"`` (learner loss - reference loss), ``"hard_learner"`` (learner
+            loss) or ``"easy_reference"`` (- reference loss).
+        seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
+        noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
+        greedy: Take the plain top-k of each chunk's logits (no noise).
+        block_size: At most this many rows of a chunk are multiplied at once, bounding the
+            temporaries to ``block_size x N``; by default about 2**24 elements.
+
+    Returns:
+        A 1-D integer array of ``n_select`` distinct indices, chunk by chunk, each chunk in
+        descending perturbed logit; same namespace and device as the embeddings.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a shape or value is out of range, a needed model is missing, or there is
+            not exactly one source of randomness.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> emb = PairEmbeddings(rng.normal(size=(8, 4)), rng.normal(size=(8, 4)), 1.0, 0.0)
+        >>> joint_select_embeddings(emb, None, 4, n_chunks=2, score="hard_learner", seed=0).shape
+        (4,)
+    """
+    models = _models(learner, reference, score)
+    arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
+    xp = namespace_of(*arrays.values(), noise, name=", ".join(arrays))
+    n = None
+    for name, m, _ in models:
+        v.check_floating(f"{name}.image", m.image, xp, ndim=2)
+        v.check_floating(f"{name}.text", m.text, xp, ndim=2)
+        if m.image.shape != m.text.shape:
+            raise ValueError(
+                f"{name}.image and {name}.text must have the same shape (N, d), got "
+                f"{tuple(m.image.shape)} and {tuple(m.text.shape)}"
+            )
+        if n is not None and m.image.shape[0] != n:
+            raise ValueError(
+                f"learner and reference must embed the same N examples, got N = {n} and "
+                f"{m.image.shape[0]}"
+            )
+        n = m.image.shape[0]
+        check_scale_bias(m.scale, m.bias, xp)
+    assert n is not None
+    device = same_device(arrays)
+    n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
+    sizes = chunk_sizes(n_select, n_chunks)
+    v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    if block_size is None:
+        block_size = max(1, BLOCK_ELEMENTS // n)
+    block_size = v.check_int("block_size", block_size, low=1)
+    backend = get_backend(xp)
+    for name, a in arrays.items():
+        v.check_finite(name, a, xp, backend)
+    if noise is not None:
+        v.check_finite("noise", noise, xp, backend)
+
+    dtype = xp.result_type(xp.float32, *(a.dtype for a in arrays.values()))
+    terms = [_Terms(m, sign, dtype, xp, backend) for _, m, sign in models]
+    logits = terms[0].diagonal()
+    for t in terms[1:]:
+        logits = logits + t.diagonal()
+
+    def update(logits: Any, idx: Any) -> Any:
+        for start in range(0, idx.shape[0], block_size):
+            block = idx[start : start + block_size]
+            for t in terms:
+                logits = logits + t.off_diagonal_sums(block)
+        return logits
+
+    noise_row = _noise_source(seed, noise, greedy, n, xp, device)
+    return blocked_select(logits, sizes, noise_row, update, xp)
+
+
+class _Terms:
+    """One model's signed contribution to the conditional logits."""
+
+    def __init__(self, m: PairEmbeddings, sign: int, dtype: Any, xp: Any, backend: Any):
+        self.xp, self.backend, self.sign = xp, backend, sign
+        self.image = xp.astype(m.image, dtype)
+        self.text = xp.astype(m.text, dtype)
+        self.image_t = xp.matrix_transpose(self.image)
+        self.text_t = xp.matrix_transpose(self.text)
+        as_dtype = (lambda a: a if isinstance(a, int | float) else xp.astype(a, dtype))
+        self.scale, self.bias = as_dtype(m.scale), as_dtype(m.bias)
+
+    def diagonal(self) -> Any:
+        """Signed losses of the matching pairs, ``softplus(-(scale * <image_i, text_i> + bias))``."""
+        xp = self.xp
+        logit = self.scale * xp.sum(self.image * self.text, axis=1) + self.bias
+        return self.sign * self.backend.softplus(-logit)
+
+    def off_diagonal_sums(self, idx: Any) -> Any:
+        """For every m, the signed ``sum_{j in idx} l(image_j, text_m) + l(image_m, text_j)``.
+
+        Only candidates m outside ``idx`` use it, so every pair is off-diagonal.
+        """
+        xp, sp = self.xp, self.backend.sum_softplus
+        rows = sp(xp.take(self.image, idx, axis=0) @ self.text_t, self.scale, self.bias)
+        cols = sp(xp.take(self.text, idx, axis=0) @ self.image_t, self.scale, self.bias)
+        return self.sign * (rows + cols)

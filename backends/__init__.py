@@ -22,10 +22,11 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["BACKEND_NAMES", "get_backend"]
+__all__ = ["BACKEND_NAMES", "get_backend", "get_backend_module"]
 
-#: Backend modules, by name; each one mirrors the others.
-BACKEND_NAMES = ("generic", "numpy")
+#: Backend modules, by name; each one mirrors the others. A native module that is not present
+#: (yet) falls back to ``generic``.
+BACKEND_NAMES = ("generic", "numpy", "torch", "jax")
 
 _DETECTORS = (
     ("numpy", array_api_compat.is_numpy_namespace),
@@ -44,11 +45,19 @@ def get_backend(xp: Any) -> ModuleType:
     Returns:
         A module with the functions listed in this package's docstring.
     """
-    for name, is_ns in _DETECTORS:
-        if name in BACKEND_NAMES and is_ns(xp):
-            break
-    else:
-        name = "generic"
+    name = next((name for name, is_ns in _DETECTORS if is_ns(xp)), "generic")
     if name not in _cache:
-        _cache[name] = importlib.import_module(f"{__name__}.{name}")
+        try:
+            _cache[name] = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            _cache[name] = get_backend_module("generic")
     return _cache[name]
+
+
+def get_backend_module(name: str) -> ModuleType:
+    """The backend module called ``name`` (one of :data:`BACKEND_NAMES`), imported on demand."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"name must be one of {BACKEND_NAMES}, got {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")

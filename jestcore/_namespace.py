@@ -46,5 +46,7 @@ def same_device(arrays: dict[str, Any]) -> Any:
     first = next(iter(devices.items()))
     for k, d in devices.items():
         if d != first[1]:
-            raise ValueError(f"{k} is on device {d} but {first[0]} is on {first[1]}: move them together")
+            raise ValueError(
+                f"{k} is on device {d} but {first[0]} is on {first[1]}: move them together"
+            )
     return first[1]

@@ -8,7 +8,9 @@ from typing import Any
 from jestcore.random import _check_seed
 
 
-def check_int(name: str, value: Any, *, low: int, high: int | None = None, high_doc: str = "") -> int:
+def check_int(
+    name: str, value: Any, *, low: int, high: int | None = None, high_doc: str = ""
+) -> int:
     """``value`` as an int in ``[low, high]``; bools, floats and others are refused."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")

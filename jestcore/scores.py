@@ -18,7 +18,11 @@ def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
             raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
         if isinstance(value, int | float):
             continue
-        if not hasattr(value, "shape") or value.ndim != 0 or not xp.isdtype(value.dtype, "real floating"):
+        if (
+            not hasattr(value, "shape")
+            or value.ndim != 0
+            or not xp.isdtype(value.dtype, "real floating")
+        ):
             shape = getattr(value, "shape", None)
             raise TypeError(
                 f"{name} must be a float or a 0-d floating array, got {type(value).__name__}"

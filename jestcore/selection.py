@@ -70,7 +70,9 @@ def blocked_select(
     neg_inf = xp.asarray(-xp.inf, dtype=logits.dtype, device=device_of(logits))
     # Non-finite candidates (possible only where values cannot be checked, e.g. under jit) rank
     # after every finite candidate, and already selected items after everything.
-    last_resort = xp.asarray(-xp.finfo(logits.dtype).max, dtype=logits.dtype, device=device_of(logits))
+    last_resort = xp.asarray(
+        -xp.finfo(logits.dtype).max, dtype=logits.dtype, device=device_of(logits)
+    )
     chunks = []
     for k, size in enumerate(sizes):
         g = noise_row(k)

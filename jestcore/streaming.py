@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from jestcore import _validation as v
-from jestcore._namespace import device_of, namespace_of, same_device
+from jestcore._namespace import namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.scores import check_scale_bias
 from jestcore.selection import _noise_source, blocked_select, chunk_sizes
@@ -62,7 +62,9 @@ def _models(learner: Any, reference: Any, score: str) -> list[tuple[str, PairEmb
     if score not in SCORES:
         raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
     models = []
-    for name, model, sign in zip(("learner", "reference"), (learner, reference), SCORES[score]):
+    for name, model, sign in zip(
+        ("learner", "reference"), (learner, reference), SCORES[score], strict=True
+    ):
         if sign == 0:
             continue
         if model is None:
@@ -165,7 +167,7 @@ def joint_select_embeddings(
 
     def update(logits: Any, idx: Any) -> Any:
         for start in range(0, idx.shape[0], block_size):
-            block = idx[start : start + block_size]
+            block = idx[start : min(start + block_size, idx.shape[0])]
             for t in terms:
                 logits = logits + t.off_diagonal_sums(block)
         return logits
@@ -183,11 +185,12 @@ class _Terms:
         self.text = xp.astype(m.text, dtype)
         self.image_t = xp.matrix_transpose(self.image)
         self.text_t = xp.matrix_transpose(self.text)
-        as_dtype = (lambda a: a if isinstance(a, int | float) else xp.astype(a, dtype))
-        self.scale, self.bias = as_dtype(m.scale), as_dtype(m.bias)
+        self.scale, self.bias = (
+            a if isinstance(a, int | float) else xp.astype(a, dtype) for a in (m.scale, m.bias)
+        )
 
     def diagonal(self) -> Any:
-        """Signed losses of the matching pairs, ``softplus(-(scale * <image_i, text_i> + bias))``."""
+        """Signed losses of matching pairs, ``softplus(-(scale * <image_i, text_i> + bias))``."""
         xp = self.xp
         logit = self.scale * xp.sum(self.image * self.text, axis=1) + self.bias
         return self.sign * self.backend.softplus(-logit)

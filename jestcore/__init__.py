@@ -4,6 +4,7 @@ Everything here works on the arrays you pass in (NumPy, PyTorch, JAX, or any arr
 namespace) and returns arrays of the same namespace and device. No framework is imported.
 """
 
+from jestcore.quality import batch_score, batch_score_embeddings
 from jestcore.random import fold_in, gumbel_noise, uniform
 from jestcore.scores import easy_reference, hard_learner, learnability, sigmoid_loss_matrix
 from jestcore.selection import chunk_sizes, independent_select, joint_select
@@ -13,6 +14,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PairEmbeddings",
+    "batch_score",
+    "batch_score_embeddings",
     "chunk_sizes",
     "easy_reference",
     "fold_in",

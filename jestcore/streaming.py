@@ -126,9 +126,42 @@ def joint_select_embeddings(
         >>> joint_select_embeddings(emb, None, 4, n_chunks=2, score="hard_learner", seed=0).shape
         (4,)
     """
+    xp, n, device, models = _check_embeddings(learner, reference, score, noise)
+    n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
+    sizes = chunk_sizes(n_select, n_chunks)
+    v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    if block_size is None:
+        block_size = max(1, BLOCK_ELEMENTS // n)
+    block_size = v.check_int("block_size", block_size, low=1)
+    terms = _build_terms(models, xp)
+    if noise is not None:
+        v.check_finite("noise", noise, xp, get_backend(xp))
+    logits = terms[0].diagonal()
+    for t in terms[1:]:
+        logits = logits + t.diagonal()
+
+    def update(logits: Any, idx: Any) -> Any:
+        for start in range(0, idx.shape[0], block_size):
+            block = idx[start : min(start + block_size, idx.shape[0])]
+            for t in terms:
+                logits = logits + t.off_diagonal_sums(block)
+        return logits
+
+    noise_row = _noise_source(seed, noise, greedy, n, xp, device)
+    return blocked_select(logits, sizes, noise_row, update, xp)
+
+
+def _check_embeddings(
+    learner: Any, reference: Any, score: str, *others: Any
+) -> tuple[Any, int, Any, list[tuple[str, PairEmbeddings, int]]]:
+    """Static checks of the models that ``score`` needs (types, shapes, namespace, device).
+
+    Returns:
+        ``(xp, N, device, [(name, embeddings, sign), ...])``.
+    """
     models = _models(learner, reference, score)
     arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
-    xp = namespace_of(*arrays.values(), noise, name=", ".join(arrays))
+    xp = namespace_of(*arrays.values(), *others, name=", ".join(arrays))
     n = None
     for name, m, _ in models:
         v.check_floating(f"{name}.image", m.image, xp, ndim=2)
@@ -146,34 +179,20 @@ def joint_select_embeddings(
         n = m.image.shape[0]
         check_scale_bias(m.scale, m.bias, xp)
     assert n is not None
-    device = same_device(arrays)
-    n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
-    sizes = chunk_sizes(n_select, n_chunks)
-    v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
-    if block_size is None:
-        block_size = max(1, BLOCK_ELEMENTS // n)
-    block_size = v.check_int("block_size", block_size, low=1)
+    return xp, n, same_device(arrays), models
+
+
+def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list[_Terms]:
+    """Checks that the embeddings are finite, then prepares each model's terms.
+
+    Terms accumulate in float32, or float64 when an input is float64.
+    """
     backend = get_backend(xp)
-    for name, a in arrays.items():
-        v.check_finite(name, a, xp, backend)
-    if noise is not None:
-        v.check_finite("noise", noise, xp, backend)
-
-    dtype = xp.result_type(xp.float32, *(a.dtype for a in arrays.values()))
-    terms = [_Terms(m, sign, dtype, xp, backend) for _, m, sign in models]
-    logits = terms[0].diagonal()
-    for t in terms[1:]:
-        logits = logits + t.diagonal()
-
-    def update(logits: Any, idx: Any) -> Any:
-        for start in range(0, idx.shape[0], block_size):
-            block = idx[start : min(start + block_size, idx.shape[0])]
-            for t in terms:
-                logits = logits + t.off_diagonal_sums(block)
-        return logits
-
-    noise_row = _noise_source(seed, noise, greedy, n, xp, device)
-    return blocked_select(logits, sizes, noise_row, update, xp)
+    for name, m, _ in models:
+        v.check_finite(f"{name}.image", m.image, xp, backend)
+        v.check_finite(f"{name}.text", m.text, xp, backend)
+    dtype = xp.result_type(xp.float32, *(a.dtype for _, m, _ in models for a in m[:2]))
+    return [_Terms(m, sign, dtype, xp, backend) for _, m, sign in models]
 
 
 class _Terms:
@@ -204,3 +223,23 @@ class _Terms:
         rows = sp(xp.take(self.image, idx, axis=0) @ self.text_t, self.scale, self.bias)
         cols = sp(xp.take(self.text, idx, axis=0) @ self.image_t, self.scale, self.bias)
         return self.sign * (rows + cols)
+
+    def batch_total(self, idx: Any, block_size: int) -> Any:
+        """The signed ``sum_{i, j in idx} l_ij`` of this model, in blocks of ``block_size`` rows."""
+        xp, sp = self.xp, self.backend.softplus
+        image_b = xp.take(self.image, idx, axis=0)
+        text_b = xp.take(self.text, idx, axis=0)
+        b = idx.shape[0]
+        total = xp.asarray(0.0, dtype=image_b.dtype)
+        for start in range(0, b, block_size):
+            stop = min(start + block_size, b)
+            total = total + xp.sum(
+                sp(
+                    self.scale * (image_b[start:stop, ...] @ xp.matrix_transpose(text_b))
+                    + self.bias
+                )
+            )
+        # The sum above treats the diagonal as off-diagonal pairs; swap in the matching terms.
+        d = self.scale * xp.sum(image_b * text_b, axis=1) + self.bias
+        total = total + xp.sum(sp(-d) - sp(d))
+        return self.sign * total

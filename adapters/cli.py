@@ -12,7 +12,6 @@ __all__ = ["main"]
 
 def _demo(args: argparse.Namespace) -> int:
     import numpy as np
-
     from jestcore.adapters.synthetic import compare_selection, make_superbatch
 
     n_select = round(args.n * (1 - args.filter_ratio))
@@ -34,9 +33,12 @@ def _demo(args: argparse.Namespace) -> int:
         cols = {k: [r[method][k] for r in runs] for k in runs[0][method]}
         summary[method] = cols
         cells = [
-            f"{np.mean(cols['mismatched_kept']):>10.1%} ± {np.std(cols['mismatched_kept']):.1%}",
-            f"{np.mean(cols['unlearnt_clean_kept']):>14.1%} ± {np.std(cols['unlearnt_clean_kept']):.1%}",
-            f"{np.mean(cols['batch_learnability']):>14.1f} ± {np.std(cols['batch_learnability']):.1f}",
+            f"{np.mean(cols[k]):{fmt}} ± {np.std(cols[k]):{fmt}}"
+            for k, fmt in (
+                ("mismatched_kept", ".1%"),
+                ("unlearnt_clean_kept", ".1%"),
+                ("batch_learnability", ".1f"),
+            )
         ]
         print(f"{method:<13}{cells[0]:>18}{cells[1]:>22}{cells[2]:>22}")
     if args.out:

@@ -132,7 +132,8 @@ class DigitsConfig:
             fill), uniformly in ``[-max_shift, max_shift]``.
         noise_std: Standard deviation of the Gaussian pixel noise of an augmentation (pixels are
             in ``[0, 1]`` and clipped back into it).
-        corruption_rate: Fraction of pool pairs that are corrupted, in ``[0, 1)``.
+        corruption_rate: Fraction of pool pairs that are corrupted, in ``[0, 1)``: exactly
+            ``round(corruption_rate * n)`` of the ``n`` pool pairs, but never all of them.
         corruption_mix: Shares of the corrupted pairs that are (wrong caption, near-blank image,
             heavily noised image, duplicate); non-negative, summing to 1.
         heavy_noise_std: Standard deviation of the noise added to a heavily noised image.
@@ -243,8 +244,10 @@ class Split:
         caption_labels: int64 ``(n,)``: the class the caption names (differs from ``labels``
             exactly for ``wrong_caption`` corruptions).
         example_ids: int64 ``(n,)``: stable, distinct ids within the split, ascending; in the
-            pool ``source_id * augmentations + copy`` (for the reference-embedding cache).
-        source_ids: int64 ``(n,)``: index of the source image in ``load_digits``.
+            pool ``slot_source * augmentations + copy`` (for the reference-embedding cache),
+            where ``slot_source`` is the source the slot was grown from.
+        source_ids: int64 ``(n,)``: index of the image's source in ``load_digits`` (for a
+            duplicate, the source of the pair it copies).
         corruption: int8 ``(n,)``: a code into :data:`CORRUPTIONS` (0: clean; always 0 outside
             the pool).
         duplicate_of: int64 ``(n,)``: for a ``duplicate``, the example id of the pair it copies;
@@ -346,7 +349,9 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream])
 
 
-_SPLIT, _POOL_AUG, _CAPTIONS, _CORRUPT, _CURATED_AUG, _TAIL = range(6)
+_SPLIT, _POOL_AUG, _CORRUPT, _CURATED_AUG, _POOL_CAPTIONS, _CURATED_CAPTIONS, _TEST_CAPTIONS = (
+    range(7)
+)
 
 
 def _split_sources(
@@ -432,7 +437,7 @@ def _corrupt(pool: Split, config: DigitsConfig) -> None:
     """Corrupts ``config.corruption_rate`` of the pool in place, recording each kind."""
     rng = _rng(config.seed, _CORRUPT)
     n = len(pool)
-    n_bad = round(config.corruption_rate * n)
+    n_bad = min(round(config.corruption_rate * n), n - 1)  # keep a clean pair to duplicate
     counts = _shares(n_bad, config.corruption_mix)
     order = rng.permutation(n)
     bounds = np.cumsum([0, *counts])
@@ -457,15 +462,10 @@ def _corrupt(pool: Split, config: DigitsConfig) -> None:
 
     idx = chosen[DUPLICATE]
     if idx.size:
-        if clean.size == 0:
-            raise ValueError(
-                "corruption_rate leaves no clean pool pair to duplicate; lower corruption_rate "
-                "or the duplicate share of corruption_mix"
-            )
         n_orig = min(clean.size, math.ceil(idx.size / config.duplicate_copies))
         originals = rng.choice(clean, size=n_orig, replace=False)
         src = originals[rng.permutation(np.arange(idx.size) % n_orig)]
-        for name in ("images", "tokens", "labels", "caption_labels"):
+        for name in ("images", "tokens", "labels", "caption_labels", "source_ids"):
             getattr(pool, name)[idx] = getattr(pool, name)[src]
         pool.duplicate_of[idx] = pool.example_ids[src]
 
@@ -487,7 +487,6 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
 
     Raises:
         TypeError: If ``config`` is not a :class:`DigitsConfig`.
-        ValueError: If the config leaves no clean pool pair to duplicate.
 
     Example:
         >>> data = make_digits()
@@ -500,7 +499,6 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         raise TypeError(f"config must be a DigitsConfig, got {type(config).__name__}")
     images, labels = _load_sources()
     pool_src, cur_src, test_src = _split_sources(labels, config)
-    cap_rng = _rng(config.seed, _CAPTIONS)
 
     a = config.augmentations
     pool_labels = np.repeat(labels[pool_src], a)
@@ -509,7 +507,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         pool_labels,
         pool_src,
         a,
-        _captions(pool_labels, cap_rng, config.seq_len)[0],
+        _captions(pool_labels, _rng(config.seed, _POOL_CAPTIONS), config.seq_len)[0],
     )
     _corrupt(pool, config)
 
@@ -526,7 +524,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         cur_labels,
         cur_src,
         c + 1,
-        _captions(cur_labels, cap_rng, config.seq_len)[0],
+        _captions(cur_labels, _rng(config.seed, _CURATED_CAPTIONS), config.seq_len)[0],
     )
 
     test_labels = labels[test_src]
@@ -535,7 +533,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         test_labels.copy(),
         test_src,
         1,
-        _captions(test_labels, cap_rng, config.seq_len)[0],
+        _captions(test_labels, _rng(config.seed, _TEST_CAPTIONS), config.seq_len)[0],
     )
     return Digits(
         config=config,

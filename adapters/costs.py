@@ -405,6 +405,8 @@ def cumulative_flops(
 
 def _steps_array(steps: Sequence[int] | np.ndarray, *, increasing: bool) -> np.ndarray:
     s = np.asarray(steps)
+    if s.size == 0 and s.dtype == np.float64:  # np.asarray([]) is float
+        s = s.astype(np.int64)
     if s.dtype == np.bool_ or not np.issubdtype(s.dtype, np.integer):
         raise TypeError(f"steps must be integers, got dtype {s.dtype}")
     if s.ndim != 1:
@@ -458,11 +460,13 @@ def smooth(values: Sequence[float] | np.ndarray, window: int = 3) -> np.ndarray:
     w = _int("window", window, low=1)
     if w % 2 == 0:
         raise ValueError(f"window must be odd, got {w}")
-    h = w // 2
-    c = np.concatenate([[0.0], np.cumsum(v)])
-    i = np.arange(v.size)
-    lo, hi = np.maximum(i - h, 0), np.minimum(i + h + 1, v.size)
-    return (c[hi] - c[lo]) / (hi - lo)
+    n, h = v.size, w // 2
+    total, count = np.zeros(n), np.zeros(n)
+    for offset in range(-min(h, n - 1), min(h, n - 1) + 1):  # O(n * window), no cancellation
+        lo, hi = max(0, -offset), min(n, n - offset)
+        total[lo:hi] += v[lo + offset : hi + offset]
+        count[lo:hi] += 1
+    return total / count
 
 
 def final_value(values: Sequence[float] | np.ndarray, *, window: int = 3) -> float:

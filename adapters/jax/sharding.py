@@ -1,0 +1,306 @@
+"""Selection over a super-batch sharded along one axis of a ``jax.sharding.Mesh``.
+
+Two scopes, as in the paper's distributed setting and the PyTorch adapter:
+
+* ``scope="local"``: every device selects ``n_select / D`` examples from its own shard of
+  ``N / D`` (``shard_map``; no communication at all). Device ``i`` draws with seed
+  ``fold_in(seed, i)``, so shards get independent noise and the result equals, shard by shard,
+  :func:`jestcore.joint_select_embeddings` on that shard with that seed.
+* ``scope="global"``: exact joint selection over the whole super-batch: the same indices as the
+  unsharded selection with the same seed, and every device holds the same result. No device
+  ever holds more than its shard: each keeps the conditional logits and noise of its own
+  ``N / D`` candidates; per chunk, the devices all-gather their local top-``c`` candidates
+  (``D * c`` values) and take the top-``c`` of those (ties still to the lower index, since
+  shards are gathered in index order), then all-reduce the chosen ``c`` rows of embeddings so
+  that each device can update its own logits (``4 * (c x d) @ (d x N/D)`` products).
+  Communication per chunk is ``O(D * c * (1 + d))``; arithmetic is divided by ``D``.
+
+Indices are always global (positions in the super-batch). :func:`gather_sharded` turns them
+into the selected sub-batch, sharded along the same axis: locally for ``scope="local"``, and for
+``scope="global"`` by a reduce-scatter of the owners' rows (bit-exact: rows travel as integer
+bit patterns, so the sum with the other devices' zeros changes nothing).
+
+Meshes: pass axes of type ``AxisType.Auto`` (``jax.make_mesh(..., axis_types=(AxisType.Auto,))``)
+when you also want ``jax.jit`` to shard the rest of the step for you; ``jax.make_mesh`` defaults
+to explicit axes in recent JAX.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec
+from jestcore.adapters.jax.selection import (
+    _backend,
+    blocked_update,
+    check_embeddings,
+    chunk_loop,
+    embedding_terms,
+    gumbel_rows,
+    joint_select_embeddings,
+)
+from jestcore.adapters.jax.trees import leading_size
+
+from jestcore import _validation as v
+from jestcore.random import fold_in
+from jestcore.selection import chunk_sizes
+from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings
+
+__all__ = ["SCOPES", "gather_sharded", "select_sharded"]
+
+#: The accepted values of ``scope``.
+SCOPES = ("local", "global")
+
+
+def _check_mesh(mesh: Any, axis: Any, scope: Any) -> int:
+    """Validates ``mesh``, ``axis`` and ``scope``; returns the number of devices along ``axis``."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if not isinstance(axis, str) or axis not in mesh.axis_names:
+        raise ValueError(f"axis must be one of the mesh's axes {mesh.axis_names}, got {axis!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return int(mesh.shape[axis])
+
+
+def _divisible(name: str, value: int, devices: int, axis: str) -> int:
+    if value % devices:
+        raise ValueError(
+            f"{name} must be divisible by the {devices} devices along mesh axis {axis!r}, "
+            f"got {value}"
+        )
+    return value // devices
+
+
+def _as_arrays(model: PairEmbeddings | None) -> PairEmbeddings | None:
+    """``model`` with Python-number ``scale``/``bias`` as (weakly typed) 0-d arrays."""
+    if model is None:
+        return None
+    return PairEmbeddings(*(jnp.asarray(x) for x in model))
+
+
+def _spec(model: Any, axis: str) -> Any:
+    """Partition spec of a model: embeddings split along ``axis``, scale and bias replicated."""
+    if model is None:
+        return None
+    rows, scalar = PartitionSpec(axis), PartitionSpec()
+    return PairEmbeddings(rows, rows, scalar, scalar)
+
+
+class _ShardTerms:
+    """One model's signed terms for the candidates of this device's shard (scope="global")."""
+
+    def __init__(self, terms: Any, axis: str, offset: Any, n_local: int):
+        self.t, self.axis, self.offset, self.n_local = terms, axis, offset, n_local
+
+    def diagonal(self) -> Any:
+        """Signed losses of this shard's matching pairs."""
+        return self.t.diagonal()
+
+    def _rows(self, x: Any, idx: Any) -> Any:
+        """Rows ``idx`` (global) of the sharded ``x``, on every device (exact: one owner each)."""
+        local = idx - self.offset
+        own = (local >= 0) & (local < self.n_local)
+        rows = jnp.take(x, jnp.clip(local, 0, self.n_local - 1), axis=0)
+        return lax.psum(jnp.where(own[:, None], rows, jnp.zeros((), dtype=x.dtype)), self.axis)
+
+    def off_diagonal_sums(self, idx: Any) -> Any:
+        """As ``_Terms.off_diagonal_sums``, for this shard's candidates m."""
+        t, sp = self.t, _backend.sum_softplus
+        rows = sp(self._rows(t.image, idx) @ t.text_t, t.scale, t.bias)
+        cols = sp(self._rows(t.text, idx) @ t.image_t, t.scale, t.bias)
+        return t.sign * (rows + cols)
+
+
+def select_sharded(
+    learner: PairEmbeddings | None,
+    reference: PairEmbeddings | None,
+    /,
+    n_select: int,
+    *,
+    mesh: Mesh,
+    axis: str = "batch",
+    scope: str = "global",
+    n_chunks: int = 16,
+    score: str = "learnability",
+    seed: Any = None,
+    greedy: bool = False,
+    block_size: int | None = None,
+    unroll: int | bool = 1,
+) -> Any:
+    """Joint selection from embeddings sharded along mesh axis ``axis``.
+
+    Works eagerly and inside ``jax.jit`` (mark ``n_select``, ``n_chunks``, ``score``,
+    ``greedy``, ``block_size``, ``unroll``, ``mesh``, ``axis`` and ``scope`` static).
+
+    Args:
+        learner: The learner's :class:`~jestcore.PairEmbeddings`, rows sharded along ``axis``
+            (or replicated: ``shard_map`` reshards); ``None`` for ``score="easy_reference"``.
+        reference: The reference model's embeddings, likewise; ``None`` for
+            ``score="hard_learner"``.
+        n_select: Total number of examples to select; a multiple of the number of devices D
+            along ``axis`` (for ``"local"``, each device selects ``n_select / D``).
+        mesh: The device mesh.
+        axis: The mesh axis that the batch is split along; N must be a multiple of its size.
+        scope: ``"global"`` (exact selection over the whole super-batch) or ``"local"``
+            (each device selects from its own shard).
+        n_chunks: Chunks per selection (per device for ``"local"``).
+        score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
+        greedy: Take the plain top-k of each chunk's logits (no noise).
+        block_size: Rows of a chunk multiplied at once (default: as the unsharded selection
+            over N, so that ``"global"`` performs the same arithmetic).
+        unroll: Passed to ``lax.scan``.
+
+    Returns:
+        ``n_select`` global indices into the super-batch. ``"global"``: replicated, chunk by
+        chunk, equal to :func:`~jestcore.adapters.jax.joint_select_embeddings` over the whole
+        super-batch. ``"local"``: sharded along ``axis``; device ``i``'s ``n_select / D``
+        entries are its own picks, in its own chunk order.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If a shape or value is out of range or does not divide evenly over the
+            devices, or there is not exactly one source of randomness.
+    """
+    devices = _check_mesh(mesh, axis, scope)
+    _, arrays, n = check_embeddings(learner, reference, score)
+    n_local = _divisible("N (the super-batch size)", n, devices, axis)
+    n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
+    select_local = _divisible("n_select", n_select, devices, axis)
+    n_chunks = v.check_int("n_chunks", n_chunks, low=1)
+    sizes = chunk_sizes(n_select if scope == "global" else select_local, n_chunks)
+    v.check_randomness(seed, None, greedy, (len(sizes), n), jnp)
+    if block_size is None:
+        block_size = max(1, BLOCK_ELEMENTS // n)
+    block_size = v.check_int("block_size", block_size, low=1)
+    for name, a in arrays.items():
+        v.check_finite(name, a, jnp, _backend)
+
+    seed_array = jnp.zeros((), dtype=jnp.uint32) if greedy else jnp.asarray(seed)
+    if isinstance(seed, int):
+        seed_array = jnp.asarray(seed, dtype=jnp.uint32)
+    learner, reference = _as_arrays(learner), _as_arrays(reference)
+    in_specs = (_spec(learner, axis), _spec(reference, axis), PartitionSpec())
+
+    def local(learner: Any, reference: Any, seed: Any) -> Any:
+        i = lax.axis_index(axis)
+        idx = joint_select_embeddings(
+            learner,
+            reference,
+            select_local,
+            n_chunks=n_chunks,
+            score=score,
+            seed=None if greedy else fold_in(seed, i),
+            greedy=greedy,
+            block_size=block_size,
+            unroll=unroll,
+        )
+        return idx + (i * n_local).astype(idx.dtype)
+
+    def global_(learner: Any, reference: Any, seed: Any) -> Any:
+        offset = lax.axis_index(axis) * n_local
+        models, arrays, _ = check_embeddings(learner, reference, score)
+        terms = [_ShardTerms(t, axis, offset, n_local) for t in embedding_terms(models, arrays)]
+        logits = terms[0].diagonal()
+        for t in terms[1:]:
+            logits = logits + t.diagonal()
+        positions = jnp.arange(n_local) + offset.astype(jnp.arange(1).dtype)
+
+        def pick(perturbed: Any, size: int) -> Any:
+            top = _backend.top_k(perturbed, min(size, n_local))
+            values = lax.all_gather(perturbed[top], axis, tiled=True)
+            where = lax.all_gather(top + positions[0], axis, tiled=True)
+            return where[_backend.top_k(values, size)]
+
+        noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, offset=offset)
+        return chunk_loop(
+            logits, sizes, noise, pick, blocked_update(terms, block_size), positions, unroll=unroll
+        )
+
+    if scope == "local":
+        mapped = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(axis))
+    else:
+        # Every device computes the same indices (the same top-k of the same all-gathered
+        # candidates), so the output is replicated by construction; JAX's type check cannot
+        # infer that through all_gather, hence check_vma=False. Each device keeps its own copy.
+        mapped = jax.shard_map(
+            global_, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(), check_vma=False
+        )
+    return mapped(learner, reference, seed_array)
+
+
+def _to_bits(x: Any) -> Any:
+    """``x`` as unsigned integers of the same width (bool as uint8), for an exact sum."""
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint8)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"gather_sharded does not support complex leaves, got {x.dtype}")
+    unsigned = jnp.dtype(f"uint{x.dtype.itemsize * 8}")
+    return x if x.dtype == unsigned else lax.bitcast_convert_type(x, unsigned)
+
+
+def _from_bits(bits: Any, dtype: Any) -> Any:
+    if dtype == jnp.bool_:
+        return bits.astype(jnp.bool_)
+    return bits if bits.dtype == dtype else lax.bitcast_convert_type(bits, dtype)
+
+
+def gather_sharded(
+    tree: Any, indices: Any, /, *, mesh: Mesh, axis: str = "batch", scope: str = "global"
+) -> Any:
+    """The rows ``indices`` of every leaf of a super-batch sharded along mesh axis ``axis``.
+
+    Args:
+        tree: A pytree of arrays whose leading axis is the super-batch (N, a multiple of the
+            number of devices D along ``axis``), sharded (or to be sharded) along ``axis``.
+        indices: Global indices from :func:`select_sharded` with the same ``scope``: sharded
+            along ``axis`` with each device's indices inside its own shard (``"local"``), or
+            replicated (``"global"``, length a multiple of D).
+        mesh: The device mesh.
+        axis: The mesh axis that the batch is split along.
+        scope: The scope the indices were selected with.
+
+    Returns:
+        The sub-batch: the same pytree with leading axis ``len(indices)``, sharded along
+        ``axis``. For ``"global"``, device ``i`` holds the ``i``-th ``1/D`` of the selection;
+        for ``"local"``, its own picks. Leaves are exact copies (bit patterns).
+
+    Raises:
+        TypeError: If ``tree`` has a leaf that is not an array, or a complex leaf (global).
+        ValueError: If the leaves' leading sizes differ or do not divide over the devices.
+    """
+    devices = _check_mesh(mesh, axis, scope)
+    n = leading_size(tree)
+    _divisible("the super-batch size", n, devices, axis)
+    if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
+        raise TypeError(f"indices must be a 1-D integer array, got {indices.shape} {indices.dtype}")
+    _divisible("len(indices)", indices.shape[0], devices, axis)
+
+    def local(tree: Any, idx: Any) -> Any:
+        def take(x: Any) -> Any:
+            return jnp.take(x, idx - lax.axis_index(axis) * x.shape[0], axis=0)
+
+        return jax.tree.map(take, tree)
+
+    def global_(tree: Any, idx: Any) -> Any:
+        def take(x: Any) -> Any:
+            position = idx - lax.axis_index(axis) * x.shape[0]
+            own = (position >= 0) & (position < x.shape[0])
+            bits = _to_bits(jnp.take(x, jnp.clip(position, 0, x.shape[0] - 1), axis=0))
+            own = jnp.reshape(own, own.shape + (1,) * (bits.ndim - 1))
+            bits = jnp.where(own, bits, jnp.zeros((), dtype=bits.dtype))
+            mine = lax.psum_scatter(bits, axis, scatter_dimension=0, tiled=True)
+            return _from_bits(mine, x.dtype)
+
+        return jax.tree.map(take, tree)
+
+    body = local if scope == "local" else global_
+    index_spec = PartitionSpec(axis) if scope == "local" else PartitionSpec()
+    mapped = jax.shard_map(
+        body, mesh=mesh, in_specs=(PartitionSpec(axis), index_spec), out_specs=PartitionSpec(axis)
+    )
+    return mapped(tree, indices)

@@ -391,13 +391,11 @@ def _augment(
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _captions(
-    labels: np.ndarray, rng: np.random.Generator, seq_len: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of a random template per example naming ``labels``, and the template index."""
+def _captions(labels: np.ndarray, rng: np.random.Generator, seq_len: int) -> np.ndarray:
+    """Token ids of a template drawn uniformly per example, naming ``labels``."""
     table = np.stack([class_prompts(t, seq_len) for t in TEMPLATES])  # (templates, 10, L)
     template = rng.integers(0, len(TEMPLATES), size=labels.shape[0])
-    return table[template, labels], template
+    return np.asarray(table[template, labels])
 
 
 def _clean_split(
@@ -450,7 +448,7 @@ def _corrupt(pool: Split, config: DigitsConfig) -> None:
     idx = chosen[WRONG_CAPTION]
     wrong = (pool.labels[idx] + rng.integers(1, 10, size=idx.size)) % 10
     pool.caption_labels[idx] = wrong
-    pool.tokens[idx] = _captions(wrong, rng, config.seq_len)[0]
+    pool.tokens[idx] = _captions(wrong, rng, config.seq_len)
 
     idx = chosen[NEAR_BLANK]
     blank = rng.normal(0.0, config.blank_std, size=(idx.size, pool.images.shape[1]))
@@ -507,7 +505,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         pool_labels,
         pool_src,
         a,
-        _captions(pool_labels, _rng(config.seed, _POOL_CAPTIONS), config.seq_len)[0],
+        _captions(pool_labels, _rng(config.seed, _POOL_CAPTIONS), config.seq_len),
     )
     _corrupt(pool, config)
 
@@ -524,7 +522,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         cur_labels,
         cur_src,
         c + 1,
-        _captions(cur_labels, _rng(config.seed, _CURATED_CAPTIONS), config.seq_len)[0],
+        _captions(cur_labels, _rng(config.seed, _CURATED_CAPTIONS), config.seq_len),
     )
 
     test_labels = labels[test_src]
@@ -533,7 +531,7 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         test_labels.copy(),
         test_src,
         1,
-        _captions(test_labels, _rng(config.seed, _TEST_CAPTIONS), config.seq_len)[0],
+        _captions(test_labels, _rng(config.seed, _TEST_CAPTIONS), config.seq_len),
     )
     return Digits(
         config=config,

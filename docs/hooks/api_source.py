@@ -1,0 +1,136 @@
+"""MkDocs hook: the API reference's view of the source, and its adapter pages.
+
+1. **The import namespace for mkdocstrings.** The repository keeps ``jestcore/``, ``backends/``
+   and ``adapters/`` side by side, and the installer maps the last two to ``jestcore.backends``
+   and ``jestcore.adapters``. mkdocstrings reads source statically and does not see that
+   mapping, so before each build this hook writes ``build/api-src/jestcore/``: symbolic links
+   to every entry of ``jestcore/``, plus ``backends`` and ``adapters`` links to those folders.
+   ``mkdocs.yml`` points mkdocstrings at ``build/api-src``.
+2. **Pages written by others, in the nav when they exist.** See :data:`OPTIONAL_PAGES`.
+3. **One API page per adapter module.** Every public module of ``adapters/`` gets a page under
+   "API reference > Adapters": ``docs/api/adapters/NAME.md`` when that file exists, else a
+   generated page that renders the whole module (its docstring and every name in its
+   ``__all__``). A new adapter is therefore documented, and in the nav, as soon as it lands.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mkdocs.plugins import event_priority
+
+#: Subpackages that live outside ``jestcore/`` in the repository: name -> folder.
+MAPPED = {"backends": "backends", "adapters": "adapters"}
+SHADOW = Path("build") / "api-src"
+#: Nav titles of adapter modules, in nav order; others follow in alphabetical order.
+ADAPTER_TITLES = {
+    "torch": "PyTorch",
+    "jax": "JAX",
+    "cache": "Reference cache",
+    "costs": "Compute accounting",
+    "digits": "Digits dataset",
+    "text": "Caption tokenizer",
+    "synthetic": "Synthetic super-batch",
+    "cli": "Command line",
+}
+
+
+#: Pages that may or may not exist yet: (nav section, position in it, path under docs/). Each is
+#: put in the nav, titled by its first heading, exactly when its file exists.
+OPTIONAL_PAGES = (
+    ("Tutorials", 1, "tutorials/pytorch.md"),
+    ("Tutorials", 2, "tutorials/jax.md"),
+    ("Demo results", 1, "dataset.md"),
+)
+
+
+def adapter_modules(root: Path) -> list[str]:
+    """Public modules and packages of ``adapters/``, in nav order."""
+    folder = root / "adapters"
+    names = {
+        p.stem if p.is_file() else p.name
+        for p in folder.iterdir()
+        if not p.name.startswith("_")
+        and ((p.is_file() and p.suffix == ".py") or (p / "__init__.py").is_file())
+    }
+    known = [n for n in ADAPTER_TITLES if n in names]
+    return known + sorted(names - set(known))
+
+
+def adapter_page(name: str) -> str:
+    """The Markdown of a generated adapter page."""
+    title = ADAPTER_TITLES.get(name, name)
+    return (
+        f"# {title}\n\n"
+        f"::: jestcore.adapters.{name}\n"
+        "    options:\n"
+        "      show_root_heading: false\n"
+        "      show_root_toc_entry: false\n"
+        "      members_order: source\n"
+        "      show_if_no_docstring: true\n"
+        "      heading_level: 2\n"
+    )
+
+
+def _docs_root(config: Any) -> Path:
+    return Path(config.config_file_path).resolve().parent
+
+
+def _write_shadow(root: Path) -> None:
+    package = root / SHADOW / "jestcore"
+    if package.parent.exists():
+        shutil.rmtree(package.parent)
+    package.mkdir(parents=True)
+    for entry in (root / "jestcore").iterdir():
+        if not entry.name.startswith((".", "__pycache__")) and entry.name not in MAPPED:
+            (package / entry.name).symlink_to(entry)
+    for name, folder in MAPPED.items():
+        if (root / folder / "__init__.py").is_file():
+            (package / name).symlink_to(root / folder, target_is_directory=True)
+
+
+def _nav_section(config: Any, title: str) -> list[Any]:
+    for item in config.nav or []:
+        if isinstance(item, dict) and title in item and isinstance(item[title], list):
+            return item[title]
+    raise ValueError(f"mkdocs.yml nav has no {title!r} section")
+
+
+def _add_optional_pages_to_nav(config: Any) -> None:
+    docs = Path(config.docs_dir)
+    for title, position, path in OPTIONAL_PAGES:
+        section = _nav_section(config, title)
+        if (docs / path).is_file() and path not in section:
+            section.insert(min(position, len(section)), path)
+
+
+def _add_adapters_to_nav(config: Any, root: Path) -> None:
+    entries = [{ADAPTER_TITLES.get(n, n): f"api/adapters/{n}.md"} for n in adapter_modules(root)]
+    if not entries:
+        return
+    section = _nav_section(config, "API reference")
+    section[:] = [e for e in section if not (isinstance(e, dict) and "Adapters" in e)]
+    section.append({"Adapters": entries})
+
+
+@event_priority(100)  # before mkdocstrings reads its search paths
+def on_config(config: Any) -> Any:
+    """Lays out ``build/api-src``; adds the optional and the adapter pages to the nav."""
+    root = _docs_root(config)
+    _write_shadow(root)
+    _add_optional_pages_to_nav(config)
+    _add_adapters_to_nav(config, root)
+    return config
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """Generates the adapter pages that have no hand-written page."""
+    from mkdocs.structure.files import File
+
+    for name in adapter_modules(_docs_root(config)):
+        uri = f"api/adapters/{name}.md"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, content=adapter_page(name)))
+    return files

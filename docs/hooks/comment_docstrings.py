@@ -1,0 +1,77 @@
+"""Griffe extension: module constants the way this project writes them.
+
+* Sphinx-style ``#:`` comments above an attribute become its docstring. The project documents
+  module constants with them (e.g. ``BACKEND_NAMES``); griffe, mkdocstrings' source reader,
+  does not read them. An attribute that has a real docstring keeps it.
+* Names bound by tuple unpacking at module level (``A, B = range(2)``), which griffe skips,
+  become attributes (with their value when the right side is ``range(...)`` of constants).
+
+Loaded by mkdocstrings (see ``mkdocs.yml``).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import griffe
+
+
+class CommentDocstrings(griffe.Extension):
+    """Turns the ``#:`` comment lines right above an attribute into its docstring."""
+
+    def on_attribute_instance(
+        self, *, node: Any, attr: griffe.Attribute, agent: Any, **kwargs: Any
+    ) -> None:
+        """Sets the docstring of ``attr`` from its ``#:`` comment, when it has none."""
+        code = getattr(agent, "code", None)  # the visitor reads source; the inspector does not
+        if attr.docstring is not None or attr.lineno is None or not code:
+            return
+        lines = code.splitlines()
+        comment: list[str] = []
+        i = attr.lineno - 2  # the line above, 0-based
+        while i >= 0 and lines[i].lstrip().startswith("#:"):
+            comment.insert(0, lines[i].lstrip()[2:].strip())
+            i -= 1
+        if comment:
+            attr.docstring = griffe.Docstring(
+                "\n".join(comment), lineno=i + 2, endlineno=attr.lineno - 1, parent=attr
+            )
+
+    def on_module_members(self, *, node: Any, mod: griffe.Module, **kwargs: Any) -> None:
+        """Adds the module-level names bound by tuple unpacking that griffe skipped."""
+        if not isinstance(node, ast.Module):
+            return
+        for stmt in node.body:
+            if not (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Tuple)
+            ):
+                continue
+            names = [e.id for e in stmt.targets[0].elts if isinstance(e, ast.Name)]
+            values = _range_values(stmt.value, len(names))
+            for i, name in enumerate(names):
+                if name not in mod.members:
+                    attr = griffe.Attribute(
+                        name,
+                        lineno=stmt.lineno,
+                        endlineno=stmt.end_lineno,
+                        value=None if values is None else str(values[i]),
+                    )
+                    attr.labels.add("module-attribute")
+                    mod.set_member(name, attr)
+
+
+def _range_values(value: ast.expr, n: int) -> list[int] | None:
+    """The values of ``range(...)`` with constant int arguments, when it yields ``n`` of them."""
+    if not (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "range"
+        and not value.keywords
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, int) for a in value.args)
+    ):
+        return None
+    out = list(range(*(a.value for a in value.args)))  # type: ignore[attr-defined]
+    return out if len(out) == n else None

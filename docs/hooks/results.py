@@ -1,0 +1,222 @@
+"""MkDocs hook: renders measured results into the site at build time.
+
+* ``benchmarks.md``: the marker ``<!-- bench-results -->`` becomes one section per
+  ``bench/results/*.json`` file (a table of its records and, where the records have a size
+  column and timing columns, a log-log plot generated here as SVG). With no results the page
+  says so.
+* ``demo.md``: the marker ``<!-- demo-figure -->`` becomes the committed learning-curve figure
+  ``docs/assets/demo/learning_curves.svg`` (or ``.png``), or a note saying how to make one.
+
+The JSON a benchmark writes (see ``docs/contributing.md``)::
+
+    {"title": "...", "description": "...", "command": "python bench/x.py",
+     "environment": {"python": "3.11", "numpy": "2.4", ...},
+     "results": [{"backend": "numpy", "N": 1024, "seconds": 0.01, ...}, ...]}
+
+Every key is optional except a list of flat records (``results``, or the first list of
+objects found at the top level, or the file itself when it is such a list).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mkdocs.hooks.results")
+
+BENCH_MARKER = "<!-- bench-results -->"
+DEMO_MARKER = "<!-- demo-figure -->"
+#: Columns read as the size axis of a plot, in order of preference.
+SIZE_KEYS = ("N", "n", "super_batch", "size", "n_select", "b")
+#: Column-name endings read as timings (seconds or milliseconds).
+TIME_SUFFIXES = ("seconds", "_s", "_ms", "time", "_time")
+#: Columns that name a series in a plot (one line per distinct combination).
+SERIES_KEYS = ("backend", "method", "impl", "implementation", "variant", "path", "device", "dtype")
+
+
+def _root(config: Any) -> Path:
+    return Path(config.config_file_path).resolve().parent
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    """A result file as ``{"title", "description", "command", "environment", "records"}``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.warning("bench results %s could not be read: %s", path, e)
+        return None
+    meta: dict[str, Any] = data if isinstance(data, dict) else {}
+    records: Any = data if isinstance(data, list) else meta.get("results")
+    if records is None:
+        records = next(
+            (v for v in meta.values() if isinstance(v, list) and v and isinstance(v[0], dict)),
+            None,
+        )
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        log.warning("bench results %s hold no list of records; skipped", path)
+        return None
+    return {
+        "title": meta.get("title") or meta.get("name") or path.stem.replace("_", " "),
+        "description": meta.get("description", ""),
+        "command": meta.get("command", ""),
+        "environment": meta.get("environment") or meta.get("machine") or {},
+        "records": [_flatten(r) for r in records],
+    }
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else str(v).lower()
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for r in records:
+        columns += [k for k in r if k not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in records:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _plot_spec(records: list[dict[str, Any]]) -> tuple[str, list[str], list[str]] | None:
+    """(size column, timing columns, series columns) when the records can be plotted."""
+    x = next((k for k in SIZE_KEYS if all(_is_num(r.get(k)) for r in records)), None)
+    if x is None or len({r[x] for r in records}) < 2:
+        return None
+    times = [
+        k
+        for k in records[0]
+        if k.lower().endswith(TIME_SUFFIXES) and all(_is_num(r.get(k)) for r in records)
+    ]
+    if not times:
+        return None
+    series = [k for k in SERIES_KEYS if any(k in r for r in records)]
+    return x, times, series
+
+
+def _plot_svg(result: dict[str, Any], spec: tuple[str, list[str], list[str]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, times, series = spec
+    records = result["records"]
+    fig, axes = plt.subplots(1, len(times), figsize=(5.2 * len(times), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], times, strict=True):
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for r in records:
+            label = " · ".join(str(r[s]) for s in series if s in r) or t
+            if r[t] > 0:
+                groups.setdefault(label, []).append((r[x], r[t]))
+        for label, pts in sorted(groups.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(t)
+        ax.grid(True, which="both", alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(result["title"], fontsize=11)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return buf.getvalue().encode()
+
+
+def _results(config: Any) -> list[tuple[str, dict[str, Any]]]:
+    paths = sorted((_root(config) / "bench" / "results").glob("*.json"))
+    loaded = [(p.stem, _load(p)) for p in paths]
+    return [(stem, r) for stem, r in loaded if r is not None and r["records"]]
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """Adds the generated benchmark plots to the site's files."""
+    from mkdocs.structure.files import File
+
+    for stem, result in _results(config):
+        spec = _plot_spec(result["records"])
+        if spec is not None:
+            svg = _plot_svg(result, spec)
+            files.append(File.generated(config, f"benchmarks/{stem}.svg", content=svg))
+    return files
+
+
+def _bench_markdown(config: Any) -> str:
+    results = _results(config)
+    if not results:
+        return (
+            '!!! note "No benchmark results yet"\n\n'
+            "    `bench/results/` holds no result files in this build. Run `make bench` to "
+            "measure on your machine; the tables and plots appear here on the next build."
+        )
+    parts = []
+    for stem, r in results:
+        parts.append(f"## {r['title']}\n")
+        if r["description"]:
+            parts.append(f"{r['description']}\n")
+        source = f"`bench/results/{stem}.json`"
+        if r["command"]:
+            source += f", written by `{r['command']}`"
+        parts.append(f"Source: {source}.\n")
+        env = r["environment"]
+        if isinstance(env, dict) and env:
+            parts.append("Measured on: " + ", ".join(f"{k} {_fmt(v)}" for k, v in env.items()))
+            parts.append("")
+        if _plot_spec(r["records"]) is not None:
+            parts.append(f"![{r['title']}](benchmarks/{stem}.svg)\n")
+        parts.append(_table(r["records"]) + "\n")
+    return "\n".join(parts)
+
+
+def _demo_markdown(config: Any) -> str:
+    for ext in ("svg", "png"):
+        rel = f"assets/demo/learning_curves.{ext}"
+        if (Path(config.docs_dir) / rel).is_file():
+            return f"![Learning curves of the demo]({rel})"
+    return (
+        '!!! note "No committed demo figure in this build"\n\n'
+        "    Run `make demo` to train the models and draw the learning curves on your machine."
+    )
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """Replaces the result markers of the benchmarks and demo pages."""
+    if BENCH_MARKER in markdown:
+        markdown = markdown.replace(BENCH_MARKER, _bench_markdown(config))
+    if DEMO_MARKER in markdown:
+        markdown = markdown.replace(DEMO_MARKER, _demo_markdown(config))
+    return markdown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+from jestcore._namespace import namespace_of
 from jestcore.random import _check_seed
 
 
@@ -65,6 +66,11 @@ def check_randomness(seed: Any, noise: Any, greedy: Any, shape: tuple[int, ...],
         )
     if seed is not None:
         _check_seed(seed)
+        if not isinstance(seed, int) and namespace_of(seed, name="seed") is not xp:
+            raise TypeError(
+                "seed must be a Python int or a 0-d integer array of the inputs' namespace, got "
+                f"a {type(seed).__module__}.{type(seed).__name__}"
+            )
     if noise is not None:
         check_floating("noise", noise, xp)
         if tuple(noise.shape) != shape:

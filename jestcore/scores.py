@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from jestcore import _validation as v
@@ -12,22 +13,28 @@ __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matri
 
 
 def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
-    """``scale`` and ``bias`` must be real Python numbers or 0-d real floating arrays."""
+    """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays."""
     for name, value in (("scale", scale), ("bias", bias)):
         if isinstance(value, bool) or value is None:
             raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
         if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
             continue
         if (
             not hasattr(value, "shape")
             or value.ndim != 0
+            or namespace_of(value, name=name) is not xp
             or not xp.isdtype(value.dtype, "real floating")
         ):
             shape = getattr(value, "shape", None)
             raise TypeError(
-                f"{name} must be a float or a 0-d floating array, got {type(value).__name__}"
-                + (f" of shape {tuple(shape)}" if shape is not None else "")
+                f"{name} must be a float or a 0-d floating array of the inputs' namespace, got "
+                f"{type(value).__name__}"
+                + (f" of shape {tuple(shape)} and dtype {value.dtype}" if shape is not None else "")
             )
+        if not get_backend(xp).is_lazy(value) and not bool(xp.isfinite(value)):
+            raise ValueError(f"{name} must be finite, got {float(value)}")
 
 
 def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> Any:

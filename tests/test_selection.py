@@ -240,3 +240,43 @@ def test_helper_tolerates_only_a_genuine_near_tie():
     assert expected.tolist() == [1, 0]
     pos = assert_matches_oracle(np.array([0, 1]), s, 2, 1, None)
     assert pos == 0
+
+
+def test_joint_and_independent_select_on_every_backend(backend):
+    # float32 inputs (JAX runs with x64 off); the backend's result must be an array of that
+    # backend and equal NumPy's for the same seed, up to float32 near-ties.
+    for n, n_select, n_chunks, seed in [(40, 30, 4, 0), (33, 10, 3, 2**32 - 1), (16, 16, 16, 7)]:
+        s = score_matrix(n, seed % 2**31, 3.0).astype(np.float32)
+        sizes = oracle.split_chunks(n_select, n_chunks)
+        noise = gumbel_noise(seed, (n_chunks, n), xp=np)
+        perturbed = joint_perturbed(s, noise)
+        expected = joint_select(s, n_select, n_chunks=n_chunks, seed=seed)
+        for kwargs in ({"seed": seed}, {"noise": backend.asarray(noise)}):
+            got = joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, **kwargs)
+            got = backend.to_numpy(got)
+            assert np.issubdtype(got.dtype, np.integer)
+            assert_same_selection(
+                got, expected, sizes=sizes, n=n, perturbed=perturbed, rtol=RTOL["float32"]
+            )
+            assert_matches_oracle(got, s, n_select, n_chunks, noise, rtol=RTOL["float32"])
+        greedy = backend.to_numpy(
+            joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, greedy=True)
+        )
+        assert_matches_oracle(greedy, s, n_select, n_chunks, None, rtol=RTOL["float32"])
+        v = np.diag(s).copy()
+        got = backend.to_numpy(independent_select(backend.asarray(v), n_select, seed=seed))
+        assert_same_selection(
+            got,
+            independent_select(v, n_select, seed=seed),
+            sizes=[n_select],
+            n=n,
+            perturbed=joint_perturbed(np.diag(v), noise[:1]),
+            rtol=RTOL["float32"],
+        )
+
+
+def test_array_seed_on_every_backend(backend):
+    s = score_matrix(20, 1).astype(np.float32)
+    seed = backend.asarray(np.asarray(12345, dtype=np.int32))
+    got = backend.to_numpy(joint_select(backend.asarray(s), 8, n_chunks=2, seed=seed))
+    np.testing.assert_array_equal(got, joint_select(s, 8, n_chunks=2, seed=12345))

@@ -6,6 +6,7 @@ present) exposes the same names with the same signatures:
 * ``top_k(x, k, /)``: indices of the ``k`` largest entries of a 1-D array, in descending order of
   value, ties to the lower index.
 * ``softplus(x, /)``: ``log(1 + exp(x))``, numerically stable.
+* ``sum_softplus(x, scale, bias, /)``: column sums of ``softplus(scale * x + bias)`` for 2-D ``x``.
 * ``is_lazy(x, /)``: whether ``x`` is being traced (``jax.jit``, ``torch.compile``), so values
   cannot be inspected.
 

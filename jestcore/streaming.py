@@ -200,8 +200,8 @@ class _Terms:
 
     def __init__(self, m: PairEmbeddings, sign: int, dtype: Any, xp: Any, backend: Any):
         self.xp, self.backend, self.sign = xp, backend, sign
-        self.image = xp.astype(m.image, dtype)
-        self.text = xp.astype(m.text, dtype)
+        self.image = xp.astype(m.image, dtype, copy=False)
+        self.text = xp.astype(m.text, dtype, copy=False)
         self.image_t = xp.matrix_transpose(self.image)
         self.text_t = xp.matrix_transpose(self.text)
         self.scale, self.bias = (

@@ -99,12 +99,24 @@ def learnability(learner_loss: Any, reference_loss: Any, /) -> Any:
 
 
 def hard_learner(learner_loss: Any, /) -> Any:
-    """The hard-learner score: the learner's loss itself (high loss, high score)."""
+    """The hard-learner score: the learner's loss itself (high loss, high score).
+
+    Example:
+        >>> import numpy as np
+        >>> hard_learner(np.array([2.0, 0.5])).tolist()
+        [2.0, 0.5]
+    """
     _check_losses(learner_loss=learner_loss)
     return learner_loss
 
 
 def easy_reference(reference_loss: Any, /) -> Any:
-    """The easy-reference score ``-reference_loss`` (low reference loss, high score)."""
+    """The easy-reference score ``-reference_loss`` (low reference loss, high score).
+
+    Example:
+        >>> import numpy as np
+        >>> easy_reference(np.array([2.0, 0.5])).tolist()
+        [-2.0, -0.5]
+    """
     _check_losses(reference_loss=reference_loss)
     return -reference_loss

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jestcore.adapters.jax.selection import check_embeddings, joint_select_embeddings
 from jestcore.adapters.jax.sharding import SCOPES, _check_mesh, gather_sharded, select_sharded
 from jestcore.adapters.jax.trees import gather, leading_size
@@ -137,8 +138,15 @@ class JESTSelector:
         return v.check_int("the sub-batch size", max(b, 1), low=1, high=n, high_doc=f"N = {n}")
 
     def init(self, seed: Any, /) -> SelectionState:
-        """The selection state of a new run (see :func:`init_state`)."""
-        return init_state(seed)
+        """The selection state of a new run (see :func:`init_state`).
+
+        With a ``mesh``, the state is replicated over it: the sharding that a jitted step
+        returns it with, so the step's first call compiles the same program as the later ones.
+        """
+        state = init_state(seed)
+        if self.mesh is None:
+            return state
+        return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
 
     def select(
         self,

@@ -6,7 +6,9 @@
    mapping, so before each build this hook writes ``build/api-src/jestcore/``: symbolic links
    to every entry of ``jestcore/``, plus ``backends`` and ``adapters`` links to those folders.
    ``mkdocs.yml`` points mkdocstrings at ``build/api-src``.
-2. **Pages written by others, in the nav when they exist.** See :data:`OPTIONAL_PAGES`.
+2. **Pages written by others, in the nav when they exist.** See :data:`OPTIONAL_PAGES`. The
+   marker ``<!-- optional-pages: SECTION -->`` in a page becomes a list of links to those of
+   the section's optional pages that exist.
 3. **One API page per adapter module.** Every public module of ``adapters/`` gets a page under
    "API reference > Adapters": ``docs/api/adapters/NAME.md`` when that file exists, else a
    generated page that renders the whole module (its docstring and every name in its
@@ -123,6 +125,30 @@ def on_config(config: Any) -> Any:
     _add_optional_pages_to_nav(config)
     _add_adapters_to_nav(config, root)
     return config
+
+
+def _first_heading(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return path.stem
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """Replaces ``<!-- optional-pages: SECTION -->`` with links to the pages that exist."""
+    docs = Path(config.docs_dir)
+    here = Path(page.file.src_uri).parent
+    for title in {t for t, _, _ in OPTIONAL_PAGES}:
+        marker = f"<!-- optional-pages: {title} -->"
+        if marker not in markdown:
+            continue
+        links = [
+            f"- [{_first_heading(docs / path)}]({Path(path).relative_to(here).as_posix()})"
+            for t, _, path in sorted(OPTIONAL_PAGES, key=lambda p: p[1])
+            if t == title and (docs / path).is_file()
+        ]
+        markdown = markdown.replace(marker, "\n".join(links))
+    return markdown
 
 
 def on_files(files: Any, config: Any) -> Any:

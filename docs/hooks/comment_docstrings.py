@@ -5,6 +5,14 @@
   does not read them. An attribute that has a real docstring keeps it.
 * Names bound by tuple unpacking at module level (``A, B = range(2)``), which griffe skips,
   become attributes (with their value when the right side is ``range(...)`` of constants).
+* A Google-style ``Example:`` section (singular, as ruff's pydocstyle accepts) is read as
+  ``Examples:``, so its doctest renders as code; griffe would otherwise render it as an
+  admonition of Markdown text.
+* Sphinx roles in docstrings (``:func:`~jestcore.chunk_sizes```, ``:class:`PairEmbeddings```)
+  become optional cross-references: a link where the target is documented, code otherwise.
+* ``Any`` annotations are dropped from the rendered signatures and tables: every array
+  argument is annotated ``Any`` (the library accepts any array-API array), which says nothing
+  to a reader; the docstrings say what each argument is.
 
 Loaded by mkdocstrings (see ``mkdocs.yml``).
 """
@@ -12,13 +20,56 @@ Loaded by mkdocstrings (see ``mkdocs.yml``).
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import griffe
 
+_EXAMPLE_HEADER = re.compile(r"^Example:[ \t]*$", re.MULTILINE)
+_ROLE = re.compile(
+    r":(?:py:)?(?:func|class|meth|attr|data|mod|obj|exc|const):`(?P<tilde>~?)(?P<target>[\w.]+)`"
+)
+
+
+def _is_any(annotation: Any) -> bool:
+    return annotation is not None and str(annotation) in {"Any", "typing.Any"}
+
+
+def _module_path(obj: griffe.Object) -> str:
+    while obj.parent is not None and not obj.is_module:
+        obj = obj.parent
+    return obj.path
+
+
+def _roles_to_autorefs(text: str, obj: griffe.Object) -> str:
+    """Sphinx roles as optional mkdocs-autorefs cross-references."""
+
+    def replace(m: re.Match[str]) -> str:
+        target = m["target"]
+        title = target.rsplit(".", 1)[-1] if m["tilde"] else target
+        if not target.startswith("jestcore."):
+            target = f"{_module_path(obj)}.{target}"
+        return f'<autoref identifier="{target}" optional><code>{title}</code></autoref>'
+
+    return _ROLE.sub(replace, text)
+
 
 class CommentDocstrings(griffe.Extension):
-    """Turns the ``#:`` comment lines right above an attribute into its docstring."""
+    """Reads ``#:`` comments, tuple-unpacked constants and ``Example:`` sections."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        """Rewrites ``Example:`` headers and Sphinx roles; drops ``Any`` annotations."""
+        if obj.docstring is not None:
+            value = _EXAMPLE_HEADER.sub("Examples:", obj.docstring.value)
+            obj.docstring.value = _roles_to_autorefs(value, obj)
+        if isinstance(obj, griffe.Function):
+            for parameter in obj.parameters:
+                if _is_any(parameter.annotation):
+                    parameter.annotation = None
+            if _is_any(obj.returns):
+                obj.returns = None
+        elif isinstance(obj, griffe.Attribute) and _is_any(obj.annotation):
+            obj.annotation = None
 
     def on_attribute_instance(
         self, *, node: Any, attr: griffe.Attribute, agent: Any, **kwargs: Any

@@ -1,9 +1,10 @@
 """MkDocs hook: renders measured results into the site at build time.
 
 * ``benchmarks.md``: the marker ``<!-- bench-results -->`` becomes one section per
-  ``bench/results/*.json`` file (a table of its records and, where the records have a size
-  column and timing columns, a log-log plot generated here as SVG). With no results the page
-  says so.
+  ``bench/results/*.json`` file: its title, description, command, machine, summary, a table of
+  its records, and a plot: the benchmark's own ``bench/results/NAME.png`` (or ``.svg``) when it
+  drew one, else a log-log plot generated here when the records have a size column and timing
+  columns. With no results the page says so.
 * ``demo.md``: the marker ``<!-- demo-figure -->`` becomes the committed learning-curve figure
   ``docs/assets/demo/learning_curves.svg`` (or ``.png``), or a note saying how to make one.
 
@@ -11,10 +12,13 @@ The JSON a benchmark writes (see ``docs/contributing.md``)::
 
     {"title": "...", "description": "...", "command": "python bench/x.py",
      "environment": {"python": "3.11", "numpy": "2.4", ...},
+     "summary": {"speedup": 31.2, "met": true},
      "results": [{"backend": "numpy", "N": 1024, "seconds": 0.01, ...}, ...]}
 
-Every key is optional except a list of flat records (``results``, or the first list of
-objects found at the top level, or the file itself when it is such a list).
+Every key is optional except a list of records (``results``, else ``cases``, else the first
+list of objects at the top level, or the file itself when it is such a list). Nested objects in
+a record become dotted columns; lists of objects in a record are left out of the table. Other
+top-level objects (e.g. ``config``) are shown, collapsed, as JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ DEMO_MARKER = "<!-- demo-figure -->"
 SIZE_KEYS = ("N", "n", "super_batch", "size", "n_select", "b")
 #: Column-name endings read as timings (seconds or milliseconds).
 TIME_SUFFIXES = ("seconds", "_s", "_ms", "time", "_time")
+#: Keys of the environment shown on the page (the JSON keeps them all).
+ENV_KEYS = (
+    "processor", "cpus_usable", "cpu_count", "cpus", "memory_gib", "python", "numpy", "torch",
+    "jax", "platform", "git_commit",
+)  # fmt: skip
+#: Top-level keys rendered in their own way (the others that hold objects go in "Details").
+KNOWN_KEYS = {"title", "name", "description", "command", "environment", "machine", "summary"}
 #: Columns that name a series in a plot (one line per distinct combination).
 SERIES_KEYS = ("backend", "method", "impl", "implementation", "variant", "path", "device", "dtype")
 
@@ -50,7 +61,7 @@ def _load(path: Path) -> dict[str, Any] | None:
         log.warning("bench results %s could not be read: %s", path, e)
         return None
     meta: dict[str, Any] = data if isinstance(data, dict) else {}
-    records: Any = data if isinstance(data, list) else meta.get("results")
+    records: Any = data if isinstance(data, list) else meta.get("results", meta.get("cases"))
     if records is None:
         records = next(
             (v for v in meta.values() if isinstance(v, list) and v and isinstance(v[0], dict)),
@@ -59,11 +70,18 @@ def _load(path: Path) -> dict[str, Any] | None:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         log.warning("bench results %s hold no list of records; skipped", path)
         return None
+    env = meta.get("environment") or meta.get("machine") or {}
     return {
         "title": meta.get("title") or meta.get("name") or path.stem.replace("_", " "),
         "description": meta.get("description", ""),
-        "command": meta.get("command", ""),
-        "environment": meta.get("environment") or meta.get("machine") or {},
+        "command": meta.get("command", "") or (env.get("command", "") if env else ""),
+        "environment": env,
+        "summary": meta.get("summary") or {},
+        "details": {
+            k: v
+            for k, v in meta.items()
+            if k not in KNOWN_KEYS and isinstance(v, dict | list) and v is not records
+        },
         "records": [_flatten(r) for r in records],
     }
 
@@ -73,7 +91,7 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for k, v in record.items():
         if isinstance(v, dict):
             out.update(_flatten(v, f"{prefix}{k}."))
-        else:
+        elif not (isinstance(v, list) and any(isinstance(x, dict | list) for x in v)):
             out[f"{prefix}{k}"] = v
     return out
 
@@ -163,11 +181,32 @@ def _results(config: Any) -> list[tuple[str, dict[str, Any]]]:
     return [(stem, r) for stem, r in loaded if r is not None and r["records"]]
 
 
+def _own_plot(config: Any, stem: str) -> Path | None:
+    """The plot a benchmark drew beside its JSON, if any."""
+    for ext in ("svg", "png"):
+        path = _root(config) / "bench" / "results" / f"{stem}.{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _plot_uri(config: Any, stem: str, result: dict[str, Any]) -> str | None:
+    own = _own_plot(config, stem)
+    if own is not None:
+        return f"benchmarks/{own.name}"
+    return f"benchmarks/{stem}.svg" if _plot_spec(result["records"]) is not None else None
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """Adds the generated benchmark plots to the site's files."""
+    """Adds the benchmark plots (the benchmarks' own, or generated here) to the site's files."""
     from mkdocs.structure.files import File
 
     for stem, result in _results(config):
+        own = _own_plot(config, stem)
+        if own is not None:
+            uri = f"benchmarks/{own.name}"
+            files.append(File.generated(config, uri, abs_src_path=str(own)))
+            continue
         spec = _plot_spec(result["records"])
         if spec is not None:
             svg = _plot_svg(result, spec)
@@ -194,11 +233,22 @@ def _bench_markdown(config: Any) -> str:
         parts.append(f"Source: {source}.\n")
         env = r["environment"]
         if isinstance(env, dict) and env:
-            parts.append("Measured on: " + ", ".join(f"{k} {_fmt(v)}" for k, v in env.items()))
-            parts.append("")
-        if _plot_spec(r["records"]) is not None:
-            parts.append(f"![{r['title']}](benchmarks/{stem}.svg)\n")
+            shown = [f"{k} {_fmt(env[k])}" for k in ENV_KEYS if env.get(k) not in (None, "")]
+            parts.append("Measured on: " + ", ".join(shown) + ".\n")
+        summary = r["summary"]
+        if isinstance(summary, dict) and summary:
+            flat = _flatten(summary)
+            parts.append("\n".join(f"- **{k}**: {_fmt(v)}" for k, v in flat.items()) + "\n")
+        uri = _plot_uri(config, stem, r)
+        if uri is not None:
+            parts.append(f"![{r['title']}]({uri})\n")
         parts.append(_table(r["records"]) + "\n")
+        for key, value in r["details"].items():
+            body = json.dumps(value, indent=1)
+            if len(body) > 20_000:
+                body = body[:20_000] + "\n..."
+            indented = "\n".join("    " + line for line in body.splitlines())
+            parts.append(f'??? note "{key}"\n\n    ```json\n{indented}\n    ```\n')
     return "\n".join(parts)
 
 

@@ -689,6 +689,39 @@ def print_table(title: str, cases: list[dict[str, Any]]) -> None:
             )
 
 
+def markdown_tables(result: dict[str, Any]) -> str:
+    """The normalised scores as Markdown tables, one per regime (for the docs page)."""
+    parts = []
+    for label in dict.fromkeys(c["label"] for c in result["cases"]):
+        cases = [c for c in result["cases"] if c["label"] == label]
+        head = [f"f = {c['filter_ratio']} (N = {c['n']}, b = {c['b']})" for c in cases]
+        lines = [
+            f"**{label}**, normalised joint score, mean ± sd over {len(cases[0]['runs'])} seeds\n",
+            "| method | " + " | ".join(head) + " |",
+            "|---|" + "---:|" * len(cases),
+        ]
+        names = list(dict.fromkeys(n for c in cases for n in c["summary"]["normalised"]))
+        for name in names:
+            cells = [
+                _cell(c["summary"]["normalised"][name], ".2f")
+                if name in c["summary"]["normalised"]
+                else "n/a"
+                for c in cases
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        best = "exact optimum" if cases[0]["exact"] else "best found (lower bound)"
+        lines.append(f"| {best} | " + " | ".join("1" for _ in cases) + " |")
+        ub = [_cell(c["summary"]["upper_bound_normalised"], ".2f") for c in cases]
+        lines.append("| upper bound | " + " | ".join(ub) + " |")
+        raw = [
+            f"{_cell(sm['uniform_expected'], '.0f')} → {_cell(sm['best'], '.0f')}"
+            for sm in (c["summary"] for c in cases)
+        ]
+        lines.append("| *raw: uniform expectation → best* | " + " | ".join(raw) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """Normalised joint score against n_chunks: one row per regime, one column per ratio."""
     import matplotlib
@@ -773,7 +806,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(N_CHUNKS),
         help="chunk counts of joint selection; 'b' means one item per chunk",
     )
-    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="super-batches per local-search case")
+    p.add_argument("--exact-seeds", type=int, default=None, help="super-batches per exact case")
     p.add_argument("--random-starts", type=int, default=None)
     p.add_argument("--iters", type=int, default=None, help="rounds per search chain")
     p.add_argument("--chains", type=int, default=2, help="independent search chains")
@@ -790,12 +824,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mismatch-rate", type=float, default=0.15, help="synthetic: mismatched pairs")
     p.add_argument("--cluster-size", type=float, default=6.0, help="synthetic: mean cluster size")
     p.add_argument("--no-cost", action="store_true", help="skip timing n_chunks")
+    p.add_argument(
+        "--markdown",
+        metavar="JSON",
+        default=None,
+        help="print the tables of an earlier run's JSON as Markdown, and exit",
+    )
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON and the plot")
     args = p.parse_args(argv)
     defaults = {
         "batch_size": 24 if args.quick else 96,
         "exact_batch_size": 3 if args.quick else 5,
         "seeds": 2 if args.quick else 5,
+        "exact_seeds": 2 if args.quick else 20,
         "random_starts": 4 if args.quick else 16,
         "iters": 10 if args.quick else 300,
     }
@@ -808,9 +849,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for c in args.n_chunks:
         if c != "b" and not (c.isdigit() and int(c) >= 1):
             p.error(f"--n-chunks takes positive integers or 'b', got {c!r}")
-    positive = ("batch_size", "exact_batch_size", "seeds", "chains")
+    positive = ("batch_size", "exact_batch_size", "seeds", "exact_seeds", "chains")
     if min(getattr(args, k) for k in positive) < 1:
-        p.error("--batch-size, --exact-batch-size, --seeds and --chains must be >= 1")
+        p.error("--batch-size, --exact-batch-size, --seeds, --exact-seeds, --chains must be >= 1")
     if args.random_starts < 0 or args.iters < 0:
         p.error("--random-starts and --iters must be >= 0")
     return args
@@ -821,6 +862,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown_tables(json.loads(Path(args.markdown).read_text())))
+        return 0
     pool = load_embeddings(args.embeddings) if args.embeddings else None
     sources: list[tuple[str, Any]] = [("synthetic", None)]
     if pool is not None:
@@ -836,13 +880,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"exhaustive search over C({n}, {b}) subsets is too large; lower "
                         "--exact-batch-size"
                     )
-                plan.append((label, source, data, exact, f, n, b))
+                seeds = args.exact_seeds if exact else args.seeds
+                plan.append((label, source, data, exact, f, n, b, seeds))
     cases = []
     t_start = time.perf_counter()
-    bar = tqdm(total=len(plan) * args.seeds, desc="selection quality", file=sys.stderr)
-    for label, source, data, exact, f, n, b in plan:
+    bar = tqdm(total=sum(p[-1] for p in plan), desc="selection quality", file=sys.stderr)
+    for label, source, data, exact, f, n, b, seeds in plan:
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             batch = (
                 hard_negative_superbatch(
                     n,
@@ -889,7 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "title": "Selection quality: the joint score of the chosen batch",
         "description": (
             "Joint score sum_{i,j in B} S_ij (learnability) of the batch chosen by each method, "
-            f"mean and sd over {args.seeds} seeds; normalised = (score - uniform expectation) / "
+            "mean and sd over seeds (super-batches); normalised = (score - uniform expectation) / "
             "(best - uniform expectation): 0 is chance, 1 the exact optimum (small N) or the "
             "best batch a local search found (a lower bound of the optimum). 'upper bound' is "
             "a provable bound of the optimum. See docs/selection-quality.md."
@@ -905,6 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {
             "quick": args.quick,
             "seeds": args.seeds,
+            "exact_seeds": args.exact_seeds,
             "filter_ratios": args.filter_ratios,
             "n_chunks": args.n_chunks,
             "batch_size": args.batch_size,
@@ -925,10 +971,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cases": cases,
     }
     for label in dict.fromkeys(c["label"] for c in cases):
+        group = [c for c in cases if c["label"] == label]
         print_table(
-            f"Joint score sum_{{i,j in B}} S_ij, mean ± sd over {args.seeds} seeds "
+            f"Joint score sum_{{i,j in B}} S_ij, mean ± sd over {len(group[0]['runs'])} seeds "
             f"(normalised in brackets) - {label}",
-            [c for c in cases if c["label"] == label],
+            group,
         )
     if not args.no_cost:
         cost_n = 1024 if args.quick else 8192

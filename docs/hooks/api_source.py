@@ -35,12 +35,13 @@ ADAPTER_TITLES = {
     "digits": "Digits dataset",
     "text": "Caption tokenizer",
     "synthetic": "Synthetic super-batch",
+    "demo": "Demo runner",
     "cli": "Command line",
 }
 
 
-#: Pages that may or may not exist yet: (nav section, position in it, path under docs/). Each is
-#: put in the nav, titled by its first heading, exactly when its file exists.
+#: Pages that may or may not exist yet: (nav section, order, path under docs/). Those that exist
+#: go right after the section's index page, in this order, titled by their first heading.
 OPTIONAL_PAGES = (
     ("Tutorials", 1, "tutorials/pytorch.md"),
     ("Tutorials", 2, "tutorials/jax.md"),
@@ -102,10 +103,13 @@ def _nav_section(config: Any, title: str) -> list[Any]:
 
 def _add_optional_pages_to_nav(config: Any) -> None:
     docs = Path(config.docs_dir)
-    for title, position, path in OPTIONAL_PAGES:
+    inserted: dict[str, int] = {}
+    for title, _, path in sorted(OPTIONAL_PAGES, key=lambda p: (p[0], p[1])):
         section = _nav_section(config, title)
         if (docs / path).is_file() and path not in section:
-            section.insert(min(position, len(section)), path)
+            at = min(1 + inserted.get(title, 0), len(section))  # after the index page
+            section.insert(at, path)
+            inserted[title] = inserted.get(title, 0) + 1
 
 
 def _add_adapters_to_nav(config: Any, root: Path) -> None:

@@ -1,0 +1,40 @@
+"""JEST in PyTorch training loops, single process or ``torch.distributed``.
+
+* :func:`select_batch`: one call from a super-batch (a tensor or any nesting of tuples, lists,
+  dicts and dataclasses of tensors) and the learner's and reference's outputs on it to the
+  selected sub-batch and its indices.
+* :class:`JESTSelector`: the same in a training loop, with per-step seeds, uniform warm-up,
+  ``state_dict()`` / ``load_state_dict()`` for exact resumption, and logging statistics.
+* :func:`score_forward`: a model's inference pass over a super-batch in micro-batches, with a
+  hook for a cheaper scoring forward (Flexi).
+* :func:`precompute_reference_embeddings` and :class:`EmbeddingCache`: the frozen reference's
+  embeddings, computed once, stored safely, looked up by example id.
+* ``scope="local"`` / ``"global"``: selection per rank or over all ranks' super-batches
+  (:mod:`jestcore.adapters.torch.distributed`).
+"""
+
+from jestcore.adapters.torch.cache import (
+    CacheError,
+    EmbeddingCache,
+    model_fingerprint,
+    precompute_reference_embeddings,
+)
+from jestcore.adapters.torch.distributed import exchange_selected
+from jestcore.adapters.torch.scoring import score_forward
+from jestcore.adapters.torch.selection import JESTSelector, SelectedBatch, select_batch
+from jestcore.adapters.torch.trees import batch_size_of, concat_batches, take_batch
+
+__all__ = [
+    "CacheError",
+    "EmbeddingCache",
+    "JESTSelector",
+    "SelectedBatch",
+    "batch_size_of",
+    "concat_batches",
+    "exchange_selected",
+    "model_fingerprint",
+    "precompute_reference_embeddings",
+    "score_forward",
+    "select_batch",
+    "take_batch",
+]

@@ -1,0 +1,101 @@
+"""Scoring a super-batch: a model's inference pass in micro-batches, with a cheaper-forward hook.
+
+JEST scores N = b / (1 - f) examples per step (five times the training batch at the paper's
+f = 0.8), so the scoring pass is run without autograd and in micro-batches that bound its
+memory. The ``forward`` hook decides what the pass computes; it is where a cheaper scoring
+forward goes, such as the paper's "Flexi" scoring (the learner at a lower resolution or a larger
+patch size):
+
+```python
+def flexi(model, batch):
+    images, tokens = batch
+    small = torch.nn.functional.interpolate(images, scale_factor=0.5, mode="bilinear")
+    return model.embed(small, tokens)   # -> PairEmbeddings(image, text, scale, bias)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jestcore.adapters.torch.trees import batch_size_of, concat_batches, map_batch
+
+__all__ = ["default_forward", "score_forward"]
+
+
+def default_forward(model: Any, batch: Any) -> Any:
+    """``model(*batch)`` for a tuple or list, ``model(**batch)`` for a dict, else ``model(batch)``.
+
+    Args:
+        model: The model (any callable).
+        batch: A (micro-)batch.
+
+    Returns:
+        The model's outputs.
+    """
+    if isinstance(batch, tuple | list) and not hasattr(batch, "_fields"):
+        return model(*batch)
+    if isinstance(batch, dict):
+        return model(**batch)
+    return model(batch)
+
+
+def score_forward(
+    model: Any,
+    batch: Any,
+    /,
+    *,
+    forward: Callable[[Any, Any], Any] | None = None,
+    score_batch_size: int | None = None,
+    eval_mode: bool = True,
+) -> Any:
+    """Runs ``forward(model, micro_batch)`` over ``batch`` without autograd, in micro-batches.
+
+    Args:
+        model: The learner or the reference (any callable; an ``nn.Module`` is switched to
+            eval mode for the pass and restored afterwards when ``eval_mode``).
+        batch: The super-batch: a tensor or a nesting of tuples, lists, dicts and dataclasses
+            of tensors, with the examples along the first dimension.
+        forward: ``(model, micro_batch) -> outputs``; default :func:`default_forward`. Outputs
+            are a tensor with the examples first, or a nesting of them, e.g.
+            :class:`~jestcore.PairEmbeddings` (its 0-d ``scale`` and ``bias`` are taken from the
+            first micro-batch) or per-example losses.
+        score_batch_size: At most this many examples per forward call (default: all at once).
+        eval_mode: Put ``nn.Module`` models in eval mode (no dropout, batch-norm running
+            statistics) during the pass.
+
+    Returns:
+        The outputs for the whole batch: micro-batch outputs concatenated along dimension 0,
+        computed under ``torch.inference_mode()``.
+
+    Raises:
+        ValueError: If ``score_batch_size`` is not a positive int.
+    """
+    if score_batch_size is not None and (
+        isinstance(score_batch_size, bool)
+        or not isinstance(score_batch_size, int)
+        or score_batch_size < 1
+    ):
+        raise ValueError(
+            f"score_batch_size must be a positive int or None, got {score_batch_size!r}"
+        )
+    forward = forward or default_forward
+    n = batch_size_of(batch)
+    step = n if score_batch_size is None else score_batch_size
+    modules = list(model.modules()) if eval_mode and isinstance(model, torch.nn.Module) else []
+    was_training = [m.training for m in modules]
+    try:
+        if modules:
+            model.eval()
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, n, step):
+                stop = min(start + step, n)
+                micro = map_batch(lambda leaf: leaf[start:stop], batch)  # noqa: B023
+                outputs.append(forward(model, micro))
+    finally:
+        for m, t in zip(modules, was_training, strict=True):
+            m.training = t
+    return outputs[0] if len(outputs) == 1 else concat_batches(outputs)

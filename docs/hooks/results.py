@@ -5,8 +5,11 @@
   its records, and a plot: the benchmark's own ``bench/results/NAME.png`` (or ``.svg``) when it
   drew one, else a log-log plot generated here when the records have a size column and timing
   columns. With no results the page says so.
-* ``demo.md``: the marker ``<!-- demo-figure -->`` becomes the committed learning-curve figure
-  ``docs/assets/demo/learning_curves.svg`` (or ``.png``), or a note saying how to make one.
+* ``demo.md``: the marker ``<!-- demo-figure -->`` becomes the committed results of a demo
+  run, the files ``jestcore demo --out DIR`` writes, copied to ``docs/assets/demo/``: the
+  learning curves ``curves.png`` (or ``.svg``) and a table of ``results.json`` (per method:
+  final accuracy, steps and FLOPs to uniform's final accuracy). Without them the page says how
+  to make them.
 
 The JSON a benchmark writes (see ``docs/contributing.md``)::
 
@@ -252,14 +255,73 @@ def _bench_markdown(config: Any) -> str:
     return "\n".join(parts)
 
 
-def _demo_markdown(config: Any) -> str:
-    for ext in ("svg", "png"):
-        rel = f"assets/demo/learning_curves.{ext}"
-        if (Path(config.docs_dir) / rel).is_file():
-            return f"![Learning curves of the demo]({rel})"
+DEMO_DIR = Path("assets") / "demo"
+
+
+def _mean_sd(values: Any, fmt: str) -> str:
+    got = [v for v in values or [] if isinstance(v, int | float)]
+    if not got:
+        return "never"
+    mean = sum(got) / len(got)
+    sd = (sum((v - mean) ** 2 for v in got) / len(got)) ** 0.5
+    missed = len(values) - len(got)
+    return f"{mean:{fmt}} ± {sd:{fmt}}" + (f" ({missed} never)" if missed else "")
+
+
+def _demo_table(results: dict[str, Any]) -> str:
+    methods = results.get("methods") or {}
+    speedups = results.get("speedups") or {}
+    lines = [
+        "| method | final accuracy | steps to target | FLOPs to target ÷ uniform "
+        "| FLOPs per step | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in methods.items():
+        ratio = (speedups.get(name) or {}).get("flops_to_target_over_uniform")
+        per_step = (m.get("flops_per_step") or {}).get("total")
+        lines.append(
+            f"| `{name}` | {_mean_sd(m.get('final_accuracy'), '.3f')} "
+            f"| {_fmt(m.get('mean_curve_steps_to_target') or 'never')} "
+            f"| {'never' if ratio is None else f'{ratio:.2f}'} "
+            f"| {_fmt(per_step)} | {_fmt(m.get('description', ''))} |"
+        )
+    target = results.get("target_accuracy")
+    head = (
+        f"Target: uniform's final zero-shot accuracy, {target:.3f}. "
+        if isinstance(target, float)
+        else ""
+    )
     return (
-        '!!! note "No committed demo figure in this build"\n\n'
-        "    Run `make demo` to train the models and draw the learning curves on your machine."
+        f"{head}Steps and FLOPs to target are those of the seed-mean curve; FLOPs include "
+        "scoring, selection, training and the one-time cached reference pass.\n\n"
+        + "\n".join(lines)
+    )
+
+
+def _demo_markdown(config: Any) -> str:
+    folder = Path(config.docs_dir) / DEMO_DIR
+    parts = []
+    for ext in ("svg", "png"):
+        if (folder / f"curves.{ext}").is_file():
+            uri = (DEMO_DIR / f"curves.{ext}").as_posix()
+            parts.append(f"![Learning curves of the demo]({uri})")
+            break
+    results_path = folder / "results.json"
+    if results_path.is_file():
+        try:
+            results = json.loads(results_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            log.warning("demo results %s could not be read: %s", results_path, e)
+        else:
+            if isinstance(results, dict) and results.get("methods"):
+                parts.append(_demo_table(results))
+    if parts:
+        return "\n\n".join(parts)
+    return (
+        '!!! note "No committed demo results in this build"\n\n'
+        "    Run `make demo` to train the models and draw the learning curves on your "
+        "machine (it writes `demo-out/results.json` and `demo-out/curves.png`); copy those "
+        "two files to `docs/assets/demo/` to show them here."
     )
 
 

@@ -277,11 +277,12 @@ def _demo_table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, m in methods.items():
+        steps = m.get("mean_curve_steps_to_target")
         ratio = (speedups.get(name) or {}).get("flops_to_target_over_uniform")
         per_step = (m.get("flops_per_step") or {}).get("total")
         lines.append(
             f"| `{name}` | {_mean_sd(m.get('final_accuracy'), '.3f')} "
-            f"| {_fmt(m.get('mean_curve_steps_to_target') or 'never')} "
+            f"| {'never' if steps is None else _fmt(steps)} "
             f"| {'never' if ratio is None else f'{ratio:.2f}'} "
             f"| {_fmt(per_step)} | {_fmt(m.get('description', ''))} |"
         )

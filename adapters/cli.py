@@ -1,4 +1,11 @@
-"""The ``jestcore`` command line."""
+"""The ``jestcore`` command line.
+
+* ``jestcore demo``: the main job. Trains a reference and one learner per selection method on
+  the embedded noisy digits data and reports who reaches uniform sampling's final accuracy
+  first, in learner steps and in FLOPs including scoring (:mod:`jestcore.adapters.demo`).
+* ``jestcore select-demo``: one synthetic super-batch with planted mismatched pairs, and what
+  uniform, independent and joint learnability selection keep of it (no training, seconds).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,42 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from jestcore.adapters import demo
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("steps", args.steps),
+            ("seeds", args.seeds),
+            ("filter_ratio", args.filter_ratio),
+            ("batch_size", args.batch_size),
+            ("eval_every", args.eval_every),
+            ("methods", tuple(args.methods) if args.methods else None),
+        )
+        if value is not None
+    }
+    if args.methods and "uniform" not in overrides["methods"]:
+        overrides["methods"] = ("uniform", *overrides["methods"])
+    try:
+        if args.corruption_rate is not None:
+            from jestcore.adapters.digits import DigitsConfig
+
+            overrides["data"] = DigitsConfig(corruption_rate=args.corruption_rate)
+        config = demo.DemoConfig.quick(**overrides) if args.quick else demo.DemoConfig(**overrides)
+        trainer = demo.load_backend(args.backend)
+    except (TypeError, ValueError, ImportError) as error:
+        print(f"jestcore demo: error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    results = demo.run_demo(config, backend=trainer, out=out, progress=not args.no_progress)
+    print(demo.format_table(results))
+    print(
+        f"\nwrote {out / 'results.json'} and {out / 'curves.png'} ({results['wall_seconds']:.0f} s)"
+    )
+    return 0
+
+
+def _select_demo(args: argparse.Namespace) -> int:
     import numpy as np
     from jestcore.adapters.synthetic import compare_selection, make_superbatch
 
@@ -49,6 +92,56 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parser() -> argparse.ArgumentParser:
+    from jestcore.adapters.demo import BACKENDS, METHODS
+
+    parser = argparse.ArgumentParser(prog="jestcore", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="train SigLIP dual encoders on noisy digits with uniform sampling, hard-learner, "
+        "easy-reference, independent learnability, JEST and Flexi-JEST; report steps and FLOPs "
+        "to uniform's final accuracy",
+        description="Train a reference on the curated split and a learner per selection method "
+        "on the noisy pool; print a table and write OUT/results.json and OUT/curves.png. "
+        "The default run takes a few minutes on 2 CPU cores.",
+    )
+    demo.add_argument("--backend", choices=sorted(BACKENDS), default="torch")
+    demo.add_argument("--steps", type=int, default=None, help="learner steps (default 1500)")
+    demo.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3)")
+    demo.add_argument(
+        "--filter-ratio", type=float, default=None, help="f: super-batch N = b/(1-f) (0.8)"
+    )
+    demo.add_argument("--batch-size", type=int, default=None, help="sub-batch b (default 64)")
+    demo.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
+    demo.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=None, help="subset (uniform always runs)"
+    )
+    demo.add_argument(
+        "--corruption-rate", type=float, default=None, help="corrupted fraction of the pool (0.7)"
+    )
+    demo.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
+    demo.add_argument(
+        "--quick", action="store_true", help="a tiny run (uniform and jest, 2 seeds, 300 steps)"
+    )
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.set_defaults(run=_demo)
+
+    select = sub.add_parser(
+        "select-demo",
+        help="compare uniform, independent and joint learnability selection on one synthetic "
+        "super-batch with planted mismatched pairs (no training)",
+    )
+    select.add_argument("--n", type=int, default=8192, help="super-batch size N")
+    select.add_argument("--filter-ratio", type=float, default=0.8, help="fraction filtered out")
+    select.add_argument("--n-chunks", type=int, default=16)
+    select.add_argument("--mismatch-rate", type=float, default=0.3)
+    select.add_argument("--seeds", type=int, default=3)
+    select.add_argument("--out", default=None, help="folder to write synthetic.json to")
+    select.set_defaults(run=_select_demo)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the ``jestcore`` command line.
 
@@ -58,21 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(prog="jestcore", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo",
-        help="compare uniform, independent and joint learnability selection on a synthetic "
-        "super-batch with planted mismatched pairs",
-    )
-    demo.add_argument("--n", type=int, default=8192, help="super-batch size N")
-    demo.add_argument("--filter-ratio", type=float, default=0.8, help="fraction filtered out")
-    demo.add_argument("--n-chunks", type=int, default=16)
-    demo.add_argument("--mismatch-rate", type=float, default=0.3)
-    demo.add_argument("--seeds", type=int, default=3)
-    demo.add_argument("--out", default=None, help="folder to write synthetic.json to")
-    demo.set_defaults(run=_demo)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     return int(args.run(args))
 
 

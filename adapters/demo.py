@@ -742,7 +742,11 @@ def run_demo(
         config = DemoConfig()
     if not isinstance(config, DemoConfig):
         raise TypeError(f"config must be a DemoConfig, got {type(config).__name__}")
-    backend_name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
+    if isinstance(backend, str):
+        backend_name = backend
+    else:
+        module_name = getattr(backend, "__name__", "custom")
+        backend_name = {v: k for k, v in BACKENDS.items()}.get(module_name, module_name)
     trainer = load_backend(backend) if isinstance(backend, str) else backend
     start = time.perf_counter()
     data = make_digits(config.data)

@@ -281,8 +281,12 @@ def _host(m: jestcore.PairEmbeddings | None) -> jestcore.PairEmbeddings | None:
     if m is None or m.image.device.type != "cpu":
         return m
     return jestcore.PairEmbeddings(
-        m.image.detach().numpy(), m.text.detach().numpy(), float(m.scale), float(m.bias)
+        m.image.detach().numpy(), m.text.detach().numpy(), _float(m.scale), _float(m.bias)
     )
+
+
+def _float(x: Any) -> float:
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
 def _select(
@@ -315,8 +319,8 @@ def _as_torch_embeddings(reference: Any) -> jestcore.PairEmbeddings:
     return jestcore.PairEmbeddings(
         _as_tensor("reference.image", image),
         _as_tensor("reference.text", text),
-        float(scale),
-        float(bias),
+        _float(scale),
+        _float(bias),
     )
 
 

@@ -32,10 +32,10 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert re.search(r"^demo:.*\n(\t.*\n)*\t\$\(BIN\)/jestcore demo", makefile, flags=re.M)
 
 
-def test_cli_demo_prints_real_comparison(tmp_path: Path) -> None:
+def test_cli_select_demo_prints_real_comparison(tmp_path: Path) -> None:
     from jestcore.adapters.cli import main
 
-    assert main(["demo", "--n", "1024", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    assert main(["select-demo", "--n", "1024", "--seeds", "2", "--out", str(tmp_path)]) == 0
     import json
 
     summary = json.loads((tmp_path / "synthetic.json").read_text())

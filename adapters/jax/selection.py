@@ -25,10 +25,12 @@ are not checked) rank after every finite candidate; already selected items after
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jestcore.backends import get_backend
@@ -190,7 +192,20 @@ def joint_select(
     v.check_finite("scores", scores, xp, _backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, _backend)
-    scores = jnp.asarray(scores)
+    return _joint_select(scores, as_seed(seed), noise, sizes=sizes, greedy=greedy, unroll=unroll)
+
+
+def as_seed(seed: Any) -> Any:
+    """A validated seed as something ``jax.jit`` can trace: Python ints become uint32 arrays."""
+    return jnp.asarray(seed, dtype=jnp.uint32) if isinstance(seed, int) else seed
+
+
+@functools.partial(jax.jit, static_argnames=("sizes", "greedy", "unroll"))
+def _joint_select(
+    scores: Any, seed: Any, noise: Any, *, sizes: tuple[int, ...], greedy: bool, unroll: Any
+) -> Any:
+    """The compiled part of :func:`joint_select` (inlined when called under an outer jit)."""
+    n = scores.shape[0]
 
     def update(logits: Any, idx: Any) -> Any:
         rows = jnp.sum(jnp.take(scores, idx, axis=0), axis=0)
@@ -323,7 +338,7 @@ def joint_select_embeddings(
         >>> select(emb, None, n_select=4, n_chunks=2, score="hard_learner", seed=0).shape
         (4,)
     """
-    models, arrays, n = check_embeddings(learner, reference, score)
+    _, arrays, n = check_embeddings(learner, reference, score)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), jnp)
@@ -334,7 +349,34 @@ def joint_select_embeddings(
         v.check_finite(name, a, jnp, _backend)
     if noise is not None:
         v.check_finite("noise", noise, jnp, _backend)
+    return _joint_select_embeddings(
+        learner,
+        reference,
+        as_seed(seed),
+        noise,
+        score=score,
+        sizes=sizes,
+        greedy=greedy,
+        block_size=block_size,
+        unroll=unroll,
+    )
 
+
+@functools.partial(jax.jit, static_argnames=("score", "sizes", "greedy", "block_size", "unroll"))
+def _joint_select_embeddings(
+    learner: Any,
+    reference: Any,
+    seed: Any,
+    noise: Any,
+    *,
+    score: str,
+    sizes: tuple[int, ...],
+    greedy: bool,
+    block_size: int,
+    unroll: Any,
+) -> Any:
+    """The compiled part of :func:`joint_select_embeddings` (inlined under an outer jit)."""
+    models, arrays, n = check_embeddings(learner, reference, score)
     terms = embedding_terms(models, arrays)
     logits = terms[0].diagonal()
     for t in terms[1:]:

@@ -27,6 +27,7 @@ to explicit axes in recent JAX.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -35,6 +36,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 from jestcore.adapters.jax.selection import (
     _backend,
+    as_seed,
     blocked_update,
     check_embeddings,
     chunk_loop,
@@ -168,7 +170,7 @@ def select_sharded(
     """
     devices = _check_mesh(mesh, axis, scope)
     _, arrays, n = check_embeddings(learner, reference, score)
-    n_local = _divisible("N (the super-batch size)", n, devices, axis)
+    _divisible("N (the super-batch size)", n, devices, axis)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     select_local = _divisible("n_select", n_select, devices, axis)
     n_chunks = v.check_int("n_chunks", n_chunks, low=1)
@@ -180,10 +182,42 @@ def select_sharded(
     for name, a in arrays.items():
         v.check_finite(name, a, jnp, _backend)
 
-    seed_array = jnp.zeros((), dtype=jnp.uint32) if greedy else jnp.asarray(seed)
-    if isinstance(seed, int):
-        seed_array = jnp.asarray(seed, dtype=jnp.uint32)
-    learner, reference = _as_arrays(learner), _as_arrays(reference)
+    seed = jnp.zeros((), dtype=jnp.uint32) if greedy else as_seed(seed)
+    return _select_sharded(
+        _as_arrays(learner),
+        _as_arrays(reference),
+        seed,
+        mesh=mesh,
+        axis=axis,
+        scope=scope,
+        score=score,
+        sizes=sizes,
+        greedy=greedy,
+        block_size=block_size,
+        unroll=unroll,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size", "unroll"),
+)
+def _select_sharded(
+    learner: Any,
+    reference: Any,
+    seed: Any,
+    *,
+    mesh: Mesh,
+    axis: str,
+    scope: str,
+    score: str,
+    sizes: tuple[int, ...],
+    greedy: bool,
+    block_size: int,
+    unroll: Any,
+) -> Any:
+    """The compiled part of :func:`select_sharded` (inlined when called under an outer jit)."""
+    n_local = check_embeddings(learner, reference, score)[2] // mesh.shape[axis]
     in_specs = (_spec(learner, axis), _spec(reference, axis), PartitionSpec())
 
     def local(learner: Any, reference: Any, seed: Any) -> Any:
@@ -191,8 +225,8 @@ def select_sharded(
         idx = joint_select_embeddings(
             learner,
             reference,
-            select_local,
-            n_chunks=n_chunks,
+            sum(sizes),
+            n_chunks=len(sizes),
             score=score,
             seed=None if greedy else fold_in(seed, i),
             greedy=greedy,
@@ -230,7 +264,7 @@ def select_sharded(
         mapped = jax.shard_map(
             global_, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(), check_vma=False
         )
-    return mapped(learner, reference, seed_array)
+    return mapped(learner, reference, seed)
 
 
 def _to_bits(x: Any) -> Any:
@@ -279,6 +313,13 @@ def gather_sharded(
     if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must be a 1-D integer array, got {indices.shape} {indices.dtype}")
     _divisible("len(indices)", indices.shape[0], devices, axis)
+
+    return _gather_sharded(tree, indices, mesh=mesh, axis=axis, scope=scope)
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "axis", "scope"))
+def _gather_sharded(tree: Any, indices: Any, *, mesh: Mesh, axis: str, scope: str) -> Any:
+    """The compiled part of :func:`gather_sharded`."""
 
     def local(tree: Any, idx: Any) -> Any:
         def take(x: Any) -> Any:

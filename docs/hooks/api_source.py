@@ -46,6 +46,7 @@ OPTIONAL_PAGES = (
     ("Tutorials", 1, "tutorials/pytorch.md"),
     ("Tutorials", 2, "tutorials/jax.md"),
     ("Demo results", 1, "dataset.md"),
+    ("Benchmarks", 1, "selection-quality.md"),
 )
 
 

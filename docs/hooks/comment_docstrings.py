@@ -20,6 +20,7 @@ Loaded by mkdocstrings (see ``mkdocs.yml``).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from typing import Any
 
@@ -35,6 +36,14 @@ def _is_any(annotation: Any) -> bool:
     return annotation is not None and str(annotation) in {"Any", "typing.Any"}
 
 
+@functools.cache
+def _core_names() -> frozenset[str]:
+    """``jestcore.__all__``: where an unqualified name in a docstring is documented."""
+    import jestcore  # imports no framework
+
+    return frozenset(jestcore.__all__)
+
+
 def _module_path(obj: griffe.Object) -> str:
     while obj.parent is not None and not obj.is_module:
         obj = obj.parent
@@ -48,7 +57,8 @@ def _roles_to_autorefs(text: str, obj: griffe.Object) -> str:
         target = m["target"]
         title = target.rsplit(".", 1)[-1] if m["tilde"] else target
         if not target.startswith("jestcore."):
-            target = f"{_module_path(obj)}.{target}"
+            in_core = target.split(".", 1)[0] in _core_names()
+            target = f"jestcore.{target}" if in_core else f"{_module_path(obj)}.{target}"
         return f'<autoref identifier="{target}" optional><code>{title}</code></autoref>'
 
     return _ROLE.sub(replace, text)

@@ -69,11 +69,13 @@ class SuperBatch:
         kind: ``(N,)`` per-pair label: ``"learnt"``, ``"hard"`` (a near-duplicate cluster the
             learner cannot yet tell apart), ``"unlearnt"``; ``"mismatched"`` overrides; empty
             strings for real embeddings.
+        cluster: ``(N,)`` near-duplicate cluster of each pair's image (-1 for real embeddings).
     """
 
     learner: jestcore.PairEmbeddings
     reference: jestcore.PairEmbeddings
     kind: np.ndarray
+    cluster: np.ndarray
 
 
 def hard_negative_superbatch(
@@ -95,11 +97,12 @@ def hard_negative_superbatch(
     * ``learnt`` it: its embeddings are the reference's plus a little noise (scores near 0);
     * not ``learnt`` it (``unlearnt``, probability ``p_unlearnt``): it embeds the images almost at
       random, so each pair alone is learnable (``S_ii`` about +2) while mates, which the
-      reference keeps apart at some cost, score negatively together (``S_ij`` about -1);
+      reference keeps apart at some cost, score negatively together (``S_ij`` about -0.35);
     * only the coarse concept (``hard``, probability ``p_hard``): mates collapse onto one point
       for the learner, with a random per-cluster residual resolution and noise. Each pair alone
       is nearly learnt (``S_ii`` small) but mates are hard negatives of each other: ``S_ij`` is
-      positive, large for the most collapsed clusters. Their value is only visible jointly.
+      positive, about 2 on average and up to 4.5 for the most collapsed clusters. Their value
+      is only visible jointly.
 
     A fraction ``mismatch_rate`` of captions describes another pair, which both models see
     (``S_ii`` near 0: not learnable).
@@ -157,6 +160,7 @@ def hard_negative_superbatch(
         jestcore.PairEmbeddings(learner_image, learner_text, 10.0, -5.0),
         jestcore.PairEmbeddings(ref_image, ref_text, 10.0, -5.0),
         labels,
+        cluster,
     )
 
 
@@ -199,7 +203,7 @@ def pool_superbatch(pool: tuple[jestcore.PairEmbeddings, ...], n: int, *, seed: 
     learner, reference = (
         jestcore.PairEmbeddings(m.image[idx], m.text[idx], m.scale, m.bias) for m in pool
     )
-    return SuperBatch(learner, reference, np.full(n, "", dtype=object))
+    return SuperBatch(learner, reference, np.full(n, "", dtype=object), np.full(n, -1))
 
 
 def score_matrix(batch: SuperBatch) -> np.ndarray:
@@ -823,6 +827,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--p-unlearnt", type=float, default=0.25, help="synthetic: unlearnt clusters")
     p.add_argument("--mismatch-rate", type=float, default=0.15, help="synthetic: mismatched pairs")
     p.add_argument("--cluster-size", type=float, default=6.0, help="synthetic: mean cluster size")
+    p.add_argument(
+        "--no-synthetic", action="store_true", help="only the --embeddings super-batches"
+    )
     p.add_argument("--no-cost", action="store_true", help="skip timing n_chunks")
     p.add_argument(
         "--markdown",
@@ -866,7 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_tables(json.loads(Path(args.markdown).read_text())))
         return 0
     pool = load_embeddings(args.embeddings) if args.embeddings else None
-    sources: list[tuple[str, Any]] = [("synthetic", None)]
+    if args.no_synthetic and pool is None:
+        raise SystemExit("--no-synthetic needs --embeddings")
+    sources: list[tuple[str, Any]] = [] if args.no_synthetic else [("synthetic", None)]
     if pool is not None:
         sources.append((f"embeddings {Path(args.embeddings).name}", pool))
     plan = []

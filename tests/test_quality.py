@@ -390,6 +390,12 @@ def test_hard_negative_superbatch_plants_what_it_documents():
     assert abs(diag[kind == "learnt"].mean()) < 0.05
     assert abs(diag[kind == "mismatched"].mean()) < 0.3
     assert diag[kind == "hard"].mean() < 0.5 * diag[kind == "unlearnt"].mean()
+    # cluster mates: hard negatives of each other in hard clusters, costly in unlearnt ones
+    mates = (batch.cluster[:, None] == batch.cluster[None, :]) & ~np.eye(len(kind), dtype=bool)
+    for name, low, high in (("hard", 1.0, 3.0), ("unlearnt", -0.6, -0.1), ("learnt", -0.05, 0.05)):
+        both = mates & (kind == name)[:, None] & (kind == name)[None, :]
+        assert low < s[both].mean() < high, (name, s[both].mean())
+    assert abs(s[~mates].mean()) < 0.01
     # within hard clusters, the pairs are learnable jointly: the best batch is mostly hard pairs
     b = 60
     found = sq.local_search(s, b, [], random_starts=4, iters=20, seed=0)

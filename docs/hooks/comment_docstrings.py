@@ -28,7 +28,8 @@ import griffe
 
 _EXAMPLE_HEADER = re.compile(r"^Example:[ \t]*$", re.MULTILINE)
 _ROLE = re.compile(
-    r":(?:py:)?(?:func|class|meth|attr|data|mod|obj|exc|const):`(?P<tilde>~?)(?P<target>[\w.]+)`"
+    r":(?:py:)?(?P<role>func|class|meth|attr|data|mod|obj|exc|const):"
+    r"`(?P<tilde>~?)(?P<target>[\w.]+)`"
 )
 
 
@@ -44,6 +45,15 @@ def _core_names() -> frozenset[str]:
     return frozenset(jestcore.__all__)
 
 
+def _class_path(obj: griffe.Object) -> str | None:
+    """The path of ``obj`` if it is a class, else of the class it belongs to, if any."""
+    while obj is not None and not obj.is_module:
+        if obj.is_class:
+            return obj.path
+        obj = obj.parent  # type: ignore[assignment]
+    return None
+
+
 def _module_path(obj: griffe.Object) -> str:
     while obj.parent is not None and not obj.is_module:
         obj = obj.parent
@@ -57,8 +67,13 @@ def _roles_to_autorefs(text: str, obj: griffe.Object) -> str:
         target = m["target"]
         title = target.rsplit(".", 1)[-1] if m["tilde"] else target
         if not target.startswith("jestcore."):
-            in_core = target.split(".", 1)[0] in _core_names()
-            target = f"jestcore.{target}" if in_core else f"{_module_path(obj)}.{target}"
+            owner = _class_path(obj) if m["role"] in {"meth", "attr"} else None
+            if target.split(".", 1)[0] in _core_names():
+                target = f"jestcore.{target}"
+            elif owner is not None and "." not in target:
+                target = f"{owner}.{target}"  # a method or attribute of the same class
+            else:
+                target = f"{_module_path(obj)}.{target}"
         return f'<autoref identifier="{target}" optional><code>{title}</code></autoref>'
 
     return _ROLE.sub(replace, text)

@@ -362,10 +362,13 @@ class TrainConfig:
 
     @property
     def super_batch(self) -> int:
-        """``N``: the rows a step receives (``b`` for uniform sampling)."""
-        if self.spec.score is None:
-            return self.batch_size
+        """``N = round(b / (1 - f))``, the super-batch size (also drawn for uniform sampling)."""
         return max(self.batch_size, round(self.batch_size / (1.0 - self.filter_ratio)))
+
+    @property
+    def rows_per_step(self) -> int:
+        """The super-batch rows a step uses: ``N``, or the first ``b`` for uniform sampling."""
+        return self.batch_size if self.spec.score is None else self.super_batch
 
     @property
     def warmup_steps(self) -> int:
@@ -604,8 +607,11 @@ class SigLIPTrainer:
                 f"{images_np.shape} and {tokens_np.shape}"
             )
         n = images_np.shape[0]
-        if n < self.config.super_batch:
-            raise ValueError(f"need at least N = {self.config.super_batch} training rows, got {n}")
+        if n < self.config.rows_per_step:
+            raise ValueError(
+                f"need at least {self.config.rows_per_step} training rows (a step's super-batch), "
+                f"got {n}"
+            )
         data = {
             "images": jnp.asarray(images_np, jnp.float32),
             "tokens": jnp.asarray(tokens_np, jnp.int32),
@@ -642,9 +648,9 @@ class SigLIPTrainer:
             ``(state, losses)``: ``losses`` is ``(k,)``, the loss of each step run (0 after).
         """
         rows = jnp.asarray(rows, jnp.int32)
-        if rows.ndim != 2 or rows.shape[1] < self.config.super_batch:
+        if rows.ndim != 2 or rows.shape[1] < self.config.rows_per_step:
             raise ValueError(
-                f"rows must be (k, N) with N >= {self.config.super_batch}, got {rows.shape}"
+                f"rows must be (k, N) with N >= {self.config.rows_per_step}, got {rows.shape}"
             )
         k = rows.shape[0]
         n_steps = k if n_steps is None else n_steps
@@ -711,8 +717,8 @@ class SigLIPTrainer:
             reference = None
         if seed is None:
             seed = int(state.selection.seed)
-        if draw is None:
-            width = c.super_batch
+        if draw is None:  # N rows, as the demo draws them, also for uniform (the first b)
+            width = c.super_batch if n >= c.super_batch else c.rows_per_step
 
             def draw(step: int) -> np.ndarray:
                 return np.random.default_rng([seed, 1, step]).choice(n, size=width, replace=False)
@@ -721,7 +727,7 @@ class SigLIPTrainer:
         losses = []
         points = [*range(start, c.steps, block), c.steps]
         for a, b in itertools.pairwise(points):
-            rows = _block_rows(draw, a, b, block, c.super_batch)
+            rows = _block_rows(draw, a, b, block, c.rows_per_step)
             state, loss = self.run(state, data, reference, rows, b - a)
             losses.append(np.asarray(loss)[: b - a])
             if on_eval is not None:
@@ -929,7 +935,7 @@ def train_learner(
         )
         return _demo.evaluate(test, np.asarray(prompt), data.test)
 
-    width = trainer.config.super_batch
+    width = trainer.config.rows_per_step
     evaluations = []
     points = _demo.eval_steps(config)
     block = config.eval_every

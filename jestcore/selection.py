@@ -43,6 +43,30 @@ def _noise_source(seed: Any, noise: Any, greedy: bool, n: int, xp: Any, device: 
     return lambda row: _gumbel_row(key, row, n, xp, device)
 
 
+def _members(positions: Any, idx: Any, xp: Any) -> Any:
+    """The boolean mask ``positions in idx``, in O(N log c) rather than an ``(c, N)`` comparison.
+
+    Each position is looked up in the sorted ``idx`` with ``searchsorted``; a sentinel past the
+    end (``N``, which no position equals) keeps every lookup in range without data-dependent
+    shapes.
+    """
+    n = positions.shape[0]
+    sentinel = xp.asarray([n], dtype=idx.dtype, device=device_of(idx))
+    keys = xp.concat((xp.sort(idx), sentinel))
+    return xp.take(keys, xp.searchsorted(keys, positions)) == positions
+
+
+def _check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
+    """:func:`~jestcore._validation.check_finite`, first trying one cheap pass: ``sum(x)``.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum proves every entry finite; a
+    non-finite sum (possibly mere overflow) falls back to the exact check and its message.
+    """
+    if not backend.is_lazy(x) and bool(xp.isfinite(xp.sum(x))):
+        return
+    v.check_finite(name, x, xp, backend)
+
+
 def blocked_select(
     logits: Any,
     sizes: tuple[int, ...],
@@ -65,7 +89,7 @@ def blocked_select(
     """
     backend = get_backend(xp)
     n = logits.shape[0]
-    positions = xp.arange(n, device=device_of(logits))
+    positions = None
     selected = xp.zeros(n, dtype=xp.bool, device=device_of(logits))
     neg_inf = xp.asarray(-xp.inf, dtype=logits.dtype, device=device_of(logits))
     # Non-finite candidates (possible only where values cannot be checked, e.g. under jit) rank
@@ -82,7 +106,9 @@ def blocked_select(
         idx = backend.top_k(perturbed, size)
         chunks.append(idx)
         if k + 1 < len(sizes):
-            selected = selected | xp.any(positions[None, :] == idx[:, None], axis=0)
+            if positions is None:
+                positions = xp.arange(n, dtype=idx.dtype, device=device_of(logits))
+            selected = selected | _members(positions, idx, xp)
             logits = update(logits, idx)
     return xp.concat(chunks) if len(chunks) > 1 else chunks[0]
 
@@ -140,7 +166,7 @@ def joint_select(
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
     backend = get_backend(xp)
-    v.check_finite("scores", scores, xp, backend)
+    _check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
 

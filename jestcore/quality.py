@@ -53,9 +53,11 @@ def batch_score(scores: Any, indices: Any, /) -> Any:
     n = scores.shape[0]
     if scores.shape[1] != n:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
-    _check_indices(indices, n, xp, get_backend(xp))
+    backend = get_backend(xp)
+    _check_indices(indices, n, xp, backend)
+    v.check_finite("scores", scores, xp, backend)
     rows = xp.take(scores, indices, axis=0)
-    return xp.sum(xp.take(rows, indices, axis=1))
+    return xp.asarray(xp.sum(xp.take(rows, indices, axis=1)))
 
 
 def batch_score_embeddings(
@@ -94,4 +96,4 @@ def batch_score_embeddings(
     for t in terms:
         part = t.batch_total(indices, block_size)
         total = part if total is None else total + part
-    return total
+    return xp.asarray(total)

@@ -18,10 +18,10 @@ __all__ = ["is_lazy", "softplus", "sum_softplus", "top_k"]
 def top_k(x: Any, k: int, /) -> Any:
     """Indices of the ``k`` largest entries of 1-D ``x``, descending, ties to the lower index.
 
-    ``jax.lax.top_k`` puts the lower index first among equal values (documented, and tested
-    here), but it orders floats totally, ranking ``-0.0`` below ``+0.0``; both zeros are mapped
-    to ``+0.0`` first so that they tie, as in NumPy. NaN is not a valid input (selection never
-    passes one: non-finite logits are replaced before the top-k).
+    ``jax.lax.top_k`` puts the lower index first among equal values (its documentation says
+    so; ``tests/test_jax_backend.py`` checks it), but it orders floats totally, ranking ``-0.0``
+    below ``+0.0``; both zeros are mapped to ``+0.0`` first so that they tie, as in NumPy. NaN
+    is not a valid input (selection never passes one: it replaces non-finite logits first).
 
     Args:
         x: A 1-D real array (concrete or traced).

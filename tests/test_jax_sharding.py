@@ -141,6 +141,37 @@ def check_global_on_a_two_axis_mesh():
     assert_near(got, expected, learner, reference, "learnability", 12, 3, 5)
 
 
+def check_global_with_x64_selects_in_float64():
+    mesh = mesh_1d()
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal((4, 48, 5))
+        learner = PairEmbeddings(x[0], x[1], np.float64(10.0), np.float64(-5.0))
+        reference = PairEmbeddings(x[2], x[3], np.float64(3.0), np.float64(-1.0))
+        got = SELECT(
+            *(sharded(m, mesh) for m in (learner, reference)),
+            16,
+            mesh=mesh,
+            scope="global",
+            n_chunks=3,
+            seed=jnp.uint32(21),
+        )
+        assert got.dtype == jnp.int64
+        expected = jestcore.joint_select_embeddings(learner, reference, 16, n_chunks=3, seed=21)
+        assert_same_selection(
+            got,
+            expected,
+            sizes=oracle.split_chunks(16, 3),
+            n=48,
+            perturbed=joint_perturbed(
+                oracle.dense_scores(learner, reference, "learnability"),
+                gumbel_noise(21, (3, 48), xp=np),
+                embedding_magnitude(learner, reference, "learnability"),
+            ),
+            rtol=RTOL["float64"],
+        )
+
+
 def check_local_selects_per_shard_with_folded_seeds():
     mesh = mesh_1d()
     learner, reference = models(7, 96)  # 12 per device
@@ -232,6 +263,11 @@ def check_uneven_splits_and_bad_meshes_are_refused():
         ({"n_select": 12}, ValueError, "n_select must be divisible by the 8 devices"),
         ({"axis": "data"}, ValueError, "axis must be one of the mesh's axes"),
         ({"scope": "world"}, ValueError, "scope must be one of"),
+        (
+            {"scope": "local", "n_chunks": 3},
+            ValueError,
+            "n_chunks must be between 1 and n_select / D",
+        ),
         ({"mesh": "mesh"}, TypeError, "mesh must be a jax.sharding.Mesh"),
     ]
     for change, error, message in cases:

@@ -173,7 +173,10 @@ def select_sharded(
     _divisible("N (the super-batch size)", n, devices, axis)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     select_local = _divisible("n_select", n_select, devices, axis)
-    n_chunks = v.check_int("n_chunks", n_chunks, low=1)
+    if scope == "local":
+        n_chunks = v.check_int(
+            "n_chunks", n_chunks, low=1, high=select_local, high_doc="n_select / D (per device)"
+        )
     sizes = chunk_sizes(n_select if scope == "global" else select_local, n_chunks)
     v.check_randomness(seed, None, greedy, (len(sizes), n), jnp)
     if block_size is None:

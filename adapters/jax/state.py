@@ -108,6 +108,7 @@ class JESTSelector:
     unroll: int | bool = 1
 
     def __post_init__(self) -> None:
+        """Checks the configuration (raises ``TypeError`` / ``ValueError`` naming the field)."""
         if (self.batch_size is None) == (self.filter_ratio is None):
             raise ValueError(
                 "give exactly one of batch_size and filter_ratio, got "

@@ -7,13 +7,15 @@ Two scopes, as in the paper's distributed setting and the PyTorch adapter:
   ``fold_in(seed, i)``, so shards get independent noise and the result equals, shard by shard,
   :func:`jestcore.joint_select_embeddings` on that shard with that seed.
 * ``scope="global"``: exact joint selection over the whole super-batch: the same indices as the
-  unsharded selection with the same seed, and every device holds the same result. No device
+  unsharded selection with the same seed (up to floating-point near-ties), and every device
+  holds the same result. No device
   ever holds more than its shard: each keeps the conditional logits and noise of its own
   ``N / D`` candidates; per chunk, the devices all-gather their local top-``c`` candidates
   (``D * c`` values) and take the top-``c`` of those (ties still to the lower index, since
   shards are gathered in index order), then all-reduce the chosen ``c`` rows of embeddings so
   that each device can update its own logits (``4 * (c x d) @ (d x N/D)`` products).
-  Communication per chunk is ``O(D * c * (1 + d))``; arithmetic is divided by ``D``.
+  Communication per chunk: an all-gather of ``D * c`` candidates and an all-reduce of ``c``
+  rows per embedding matrix; the arithmetic is divided by ``D``.
 
 Indices are always global (positions in the super-batch). :func:`gather_sharded` turns them
 into the selected sub-batch, sharded along the same axis: locally for ``scope="local"``, and for

@@ -55,9 +55,9 @@ _backend = get_backend(jnp)
 def gumbel_rows(seed: Any, n_rows: int, n: int, /, *, offset: Any = 0) -> Any:
     """Rows ``0..n_rows-1`` and columns ``offset..offset+n-1`` of the portable Gumbel stream.
 
-    Bit for bit the columns of :func:`jestcore.gumbel_noise` ``(seed, (n_rows, N))`` (up to the
-    last bit of ``log``), computed in one vectorised pass; ``offset`` may be traced, so each
-    device of a mesh can draw the columns of its own shard.
+    Bit for bit those columns of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=jax.numpy)``
+    (and of NumPy's up to the last bit of ``log``), computed in one vectorised pass; ``offset``
+    may be traced, so each device of a mesh can draw the columns of its own shard.
 
     Args:
         seed: A Python int in ``[0, 2**32)`` or a 0-d integer array (may be traced).

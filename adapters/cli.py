@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -36,9 +37,8 @@ def _demo(args: argparse.Namespace) -> int:
         overrides["methods"] = ("uniform", *overrides["methods"])
     try:
         if args.corruption_rate is not None:
-            from jestcore.adapters.digits import DigitsConfig
-
-            overrides["data"] = DigitsConfig(corruption_rate=args.corruption_rate)
+            data = demo.DemoConfig().data
+            overrides["data"] = dataclasses.replace(data, corruption_rate=args.corruption_rate)
         config = demo.DemoConfig.quick(**overrides) if args.quick else demo.DemoConfig(**overrides)
         trainer = demo.load_backend(args.backend)
     except (TypeError, ValueError, ImportError) as error:

@@ -257,7 +257,10 @@ class DemoConfig:
         eval_every: Evaluate every this many learner steps (and at step 0 and the last step).
         smoothing_window: Window of :func:`jestcore.adapters.costs.smooth` for final values and
             steps-to-target (odd).
-        data: The :class:`jestcore.adapters.digits.DigitsConfig` of the data.
+        data: The :class:`jestcore.adapters.digits.DigitsConfig` of the data. The demo's default
+            adds 8 augmented copies (the pool's shifts and pixel noise) of every curated image,
+            which lifts the reference from about 0.79 to 0.92 zero-shot accuracy; the learner's
+            pool is :class:`~jestcore.adapters.digits.DigitsConfig`'s default (70% corrupted).
     """
 
     steps: int = 1500
@@ -275,7 +278,7 @@ class DemoConfig:
     reference_steps: int = 800
     eval_every: int = 50
     smoothing_window: int = 5
-    data: DigitsConfig = field(default_factory=DigitsConfig)
+    data: DigitsConfig = field(default_factory=lambda: DigitsConfig(curated_augmentations=8))
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 1)
@@ -908,21 +911,24 @@ def summarize(
             "zero_shot": [m.zero_shot for m in reference_metrics],
             "recall_at_1": [m.recall_at_1 for m in reference_metrics],
         }
-    uniform_steps = methods["uniform"]["mean_curve_steps_to_target"]
+    uniform = methods["uniform"]
     speedups: dict[str, Any] = {}
     for method, entry in methods.items():
         s, f = entry["mean_curve_steps_to_target"], entry["mean_curve_flops_to_target"]
         speedups[method] = {
-            "run_steps_over_steps_to_target": None if s is None else config.steps / max(s, 1),
-            "uniform_steps_to_target_over_steps_to_target": None
-            if s is None or uniform_steps is None
-            else uniform_steps / max(s, 1),
-            "flops_to_target_over_uniform": None
-            if f is None or methods["uniform"]["mean_curve_flops_to_target"] is None
-            else f / methods["uniform"]["mean_curve_flops_to_target"],
+            "run_steps_over_steps_to_target": _ratio(config.steps, s),
+            "uniform_steps_to_target_over_steps_to_target": _ratio(
+                uniform["mean_curve_steps_to_target"], s
+            ),
+            "flops_to_target_over_uniform": _ratio(f, uniform["mean_curve_flops_to_target"]),
         }
     results["speedups"] = speedups
     return results
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or ``None`` if either is missing or ``b`` is zero."""
+    return None if a is None or b is None or b == 0 else a / b
 
 
 def _mean_sd(values: Sequence[float | None], fmt: str) -> str:

@@ -384,6 +384,8 @@ def train(
     if method not in METHOD_SPECS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     spec = METHOD_SPECS[method]
+    if spec.selection == "joint_streaming" and n_chunks > batch_size:
+        raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
     config = DemoConfig(
         steps=steps,
         batch_size=batch_size,
@@ -393,8 +395,6 @@ def train(
         warmup_fraction=warmup_fraction,
         eval_every=evaluate_every or steps,
     )
-    if n_chunks > batch_size:
-        raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
     x = _as_tensor("images", images)
     t = _as_tensor("tokens", tokens, integer=True)
     n = x.shape[0]

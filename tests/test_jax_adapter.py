@@ -7,6 +7,8 @@ and, for score matrices, with the literal Algorithm 1.
 from __future__ import annotations
 
 import dataclasses
+import doctest
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -368,3 +370,18 @@ def test_gather_refuses_bad_batches_and_indices():
         jj.gather(jnp.zeros(3), jnp.array([0.0]))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 3\)"):
         jj.gather(jnp.zeros(3), jnp.array([0, 3]))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jestcore.adapters.jax.selection",
+        "jestcore.adapters.jax.state",
+        "jestcore.adapters.jax.trees",
+    ],
+)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no docstring example"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"

@@ -214,6 +214,7 @@ class _Parts:
     def __init__(self, folder: Path, fingerprint: str):
         self.dir = folder / "parts"
         self.fingerprint = fingerprint
+        self.next_index = 0
 
     def start(self, meta: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,8 @@ class _Parts:
     def load(self) -> list[tuple[Path, np.ndarray]]:
         """The (file, ids) of every part whose record and checksum are intact."""
         found = []
+        for data_file in self.dir.glob("part-*.npz"):  # never reuse a name, even a damaged one's
+            self.next_index = max(self.next_index, int(data_file.stem.split("-")[1]) + 1)
         for record in sorted(self.dir.glob("part-*.json")):
             data_file = record.with_suffix(".npz")
             try:
@@ -248,8 +251,9 @@ class _Parts:
                 found.append((data_file, z["ids"]))
         return found
 
-    def write(self, index: int, ids: np.ndarray, arrays: dict[str, np.ndarray]) -> Path:
-        data_file = self.dir / f"part-{index:06d}.npz"
+    def write(self, ids: np.ndarray, arrays: dict[str, np.ndarray]) -> Path:
+        data_file = self.dir / f"part-{self.next_index:06d}.npz"
+        self.next_index += 1
         _atomic_write(data_file, lambda f: np.savez(f, ids=ids, **arrays))
         _write_json(data_file.with_suffix(".json"), {"sha256": _sha256(data_file), "n": len(ids)})
         return data_file
@@ -376,7 +380,7 @@ def precompute_reference_embeddings(
         if buffer_ids:
             part_ids = np.concatenate(buffer_ids)
             data = {k: np.concatenate(v) for k, v in buffer.items()}
-            done.append((parts.write(len(done), part_ids, data), part_ids))
+            done.append((parts.write(part_ids, data), part_ids))
             buffer_ids.clear()
             buffer.clear()
 

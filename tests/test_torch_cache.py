@@ -1,0 +1,247 @@
+"""The reference-embedding cache: round trip, fingerprints, resumption, and refused damage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from jestcore.adapters.torch import (
+    CacheError,
+    EmbeddingCache,
+    model_fingerprint,
+    precompute_reference_embeddings,
+)
+
+import jestcore
+
+POOL = 50
+
+
+class Reference(torch.nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.image = torch.nn.Linear(4, 3)
+        self.text = torch.nn.Linear(5, 3)
+        self.register_buffer("log_scale", torch.tensor(2.0))
+        self.calls = 0
+
+    def forward(self, image, text):
+        self.calls += 1
+        return jestcore.PairEmbeddings(
+            self.image(image), self.text(text), self.log_scale.exp(), -3.0
+        )
+
+
+def dataset(n: int = POOL, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randperm(10 * n, generator=gen)[:n]  # stable ids, not positions
+    return ids, torch.randn(n, 4, generator=gen), torch.randn(n, 5, generator=gen)
+
+
+def loader(data, batch: int = 8, fail_after: int | None = None):
+    ids, image, text = data
+    for k, start in enumerate(range(0, ids.shape[0], batch)):
+        if fail_after is not None and k == fail_after:
+            raise KeyboardInterrupt("simulated crash")
+        s = slice(start, start + batch)
+        yield ids[s], (image[s], text[s])
+
+
+def test_round_trip_lookup_by_id_on_a_device(tmp_path):
+    data = dataset()
+    model = Reference()
+    cache = precompute_reference_embeddings(
+        model, loader(data), tmp_path / "c", config={"res": 8}, part_size=16, progress=False
+    )
+    assert len(cache) == POOL and cache.is_pair
+    ids, image, text = data
+    with torch.no_grad():
+        expected = model(image, text)
+    pick = torch.tensor([7, 0, 33, 12, 49])
+    got = cache.lookup(ids[pick])  # any order, any subset
+    assert isinstance(got, jestcore.PairEmbeddings)
+    assert torch.equal(got.image, expected.image[pick]) and torch.equal(
+        got.text, expected.text[pick]
+    )
+    assert got.scale == pytest.approx(float(np.exp(2.0))) and got.bias == -3.0
+    meta = cache.lookup(ids[pick].tolist(), device="meta", dtype=torch.float16)
+    assert meta.image.device.type == "meta" and meta.image.dtype == torch.float16
+    assert int(ids[3]) in cache and -1 not in cache
+    # reopened with the model (fingerprint recomputed) or with the fingerprint string
+    again = EmbeddingCache(tmp_path / "c", model=model, config={"res": 8})
+    assert torch.equal(again.lookup(ids).image, expected.image)
+    fp = model_fingerprint(model, config={"res": 8})
+    assert EmbeddingCache(tmp_path / "c", fingerprint=fp).fingerprint == fp
+    assert not (tmp_path / "c" / "parts").exists()
+    # the finished cache is returned as is: no forward pass
+    calls = model.calls
+    precompute_reference_embeddings(
+        model, loader(data), tmp_path / "c", config={"res": 8}, progress=False
+    )
+    assert model.calls == calls
+
+
+def test_per_example_values_and_float16_storage(tmp_path):
+    data = dataset(20)
+    model = Reference()
+
+    def losses(m, batch):
+        e = m(*batch[1])
+        return torch.nn.functional.softplus(-(e.scale * (e.image * e.text).sum(1) + e.bias))
+
+    cache = precompute_reference_embeddings(
+        model, loader(data), tmp_path / "v", forward=losses, dtype=torch.float16, progress=False
+    )
+    assert not cache.is_pair and cache.dtype == torch.float16
+    with torch.no_grad():
+        expected = losses(model, (None, (data[1], data[2]))).to(torch.float16)
+    assert torch.equal(cache.lookup(data[0]), expected)
+
+
+def test_fingerprint_refuses_other_weights_config_and_dtype(tmp_path):
+    data = dataset(16)
+    model = Reference()
+    precompute_reference_embeddings(model, loader(data), tmp_path / "c", progress=False)
+    other = Reference(seed=1)
+    for kwargs in (
+        {"model": other},
+        {"model": model, "config": {"res": 4}},
+        {"model": model, "dtype": torch.float64},
+        {"fingerprint": "0" * 64},
+    ):
+        with pytest.raises(CacheError, match="different model, config or dtype"):
+            EmbeddingCache(tmp_path / "c", **kwargs)
+    with pytest.raises(CacheError, match="different model"):
+        precompute_reference_embeddings(other, loader(data), tmp_path / "c", progress=False)
+    with pytest.raises(TypeError, match="exactly one of fingerprint"):
+        EmbeddingCache(tmp_path / "c")
+    assert model_fingerprint(model) != model_fingerprint(model, dtype=torch.float16)
+    with pytest.raises(TypeError, match="no bfloat16"):
+        model_fingerprint(model, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        model_fingerprint(model, config={"f": object()})
+    fresh = precompute_reference_embeddings(
+        other, loader(data), tmp_path / "c", overwrite=True, progress=False
+    )
+    assert fresh.fingerprint == model_fingerprint(other)
+
+
+def test_missing_ids_are_named(tmp_path):
+    data = dataset(16)
+    cache = precompute_reference_embeddings(Reference(), loader(data), tmp_path / "c",
+                                            progress=False)  # fmt: skip
+    absent = int(data[0].max()) + 1
+    with pytest.raises(KeyError, match=rf"1 of 3 ids are not in the cache .*\[{absent}\]"):
+        cache.lookup([int(data[0][0]), absent, int(data[0][1])])
+    with pytest.raises(TypeError, match="integer example ids"):
+        cache.lookup(torch.zeros(2))
+
+
+def test_interrupted_precompute_resumes_without_redoing_parts(tmp_path):
+    data = dataset()
+    folder = tmp_path / "c"
+    model = Reference()
+    with pytest.raises(KeyboardInterrupt):
+        precompute_reference_embeddings(
+            model, loader(data, fail_after=5), folder, part_size=16, progress=False
+        )
+    assert not (folder / "meta.json").exists()  # never mistaken for a finished cache
+    with pytest.raises(CacheError, match=r"metadata .* is missing"):
+        EmbeddingCache(folder, model=model)
+    # 5 batches of 8 ran; parts of >= 16 were flushed after batches 2 and 4: 32 examples kept
+    assert len(list((folder / "parts").glob("part-*.npz"))) == 2
+    with pytest.raises(CacheError, match="partial cache made with fingerprint"):
+        precompute_reference_embeddings(Reference(seed=3), loader(data), folder, progress=False)
+    model.calls = 0
+    cache = precompute_reference_embeddings(model, loader(data), folder, part_size=16,
+                                            progress=False)  # fmt: skip
+    assert model.calls == 3  # batches 4..6 only (18 examples)
+    uninterrupted = precompute_reference_embeddings(Reference(), loader(data), tmp_path / "u",
+                                                    progress=False)  # fmt: skip
+    for a, b in zip(cache.lookup(data[0]), uninterrupted.lookup(data[0]), strict=True):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_a_damaged_part_is_recomputed(tmp_path):
+    data = dataset(32)
+    folder = tmp_path / "c"
+    with pytest.raises(KeyboardInterrupt):
+        precompute_reference_embeddings(Reference(), loader(data, fail_after=3), folder,
+                                        part_size=8, progress=False)  # fmt: skip
+    part = folder / "parts" / "part-000001.npz"
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    part.write_bytes(raw)
+    model = Reference()
+    cache = precompute_reference_embeddings(model, loader(data), folder, part_size=8,
+                                            progress=False)  # fmt: skip
+    assert model.calls == 2  # the damaged part's batch and the never-computed last one
+    with torch.no_grad():  # batch by batch, as precompute ran it (the same rounding)
+        expected = torch.cat([model.image(data[1][s : s + 8]) for s in range(0, 32, 8)])
+    assert torch.equal(cache.lookup(data[0]).image, expected)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    ids, image, text = dataset(16)
+    ids[9] = ids[2]
+    with pytest.raises(CacheError, match="unique"):
+        precompute_reference_embeddings(Reference(), loader((ids, image, text)), tmp_path / "c",
+                                        progress=False)  # fmt: skip
+
+
+@pytest.fixture
+def finished(tmp_path):
+    data = dataset(24)
+    model = Reference()
+    precompute_reference_embeddings(model, loader(data), tmp_path / "c", progress=False)
+    return tmp_path / "c", model
+
+
+def test_truncated_file_is_refused(finished):
+    folder, model = finished
+    f = folder / "image.npy"
+    f.write_bytes(f.read_bytes()[:-40])
+    with pytest.raises(CacheError, match=r"image\.npy is truncated or corrupted"):
+        EmbeddingCache(folder, model=model)
+
+
+def test_corrupted_byte_is_refused_by_the_checksum(finished):
+    folder, model = finished
+    f = folder / "text.npy"
+    raw = bytearray(f.read_bytes())
+    raw[-5] ^= 0x01
+    f.write_bytes(raw)
+    with pytest.raises(CacheError, match=r"text\.npy is corrupted: its sha256"):
+        EmbeddingCache(folder, model=model)
+    EmbeddingCache(folder, model=model, verify=False)  # opt-out: shapes only
+
+
+def test_missing_file_and_damaged_metadata_are_refused(finished):
+    folder, model = finished
+    (folder / "ids.npy").rename(folder / "ids.bak")
+    with pytest.raises(CacheError, match=r"ids\.npy is missing"):
+        EmbeddingCache(folder, model=model)
+    (folder / "ids.bak").rename(folder / "ids.npy")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(CacheError, match="version"):
+        EmbeddingCache(folder, model=model)
+    (folder / "meta.json").write_text(json.dumps(meta)[:-10])
+    with pytest.raises(CacheError, match="not valid JSON"):
+        EmbeddingCache(folder, model=model)
+    meta["files"]["image"]["shape"] = [25, 3]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match="has shape"):
+        EmbeddingCache(folder, model=model)
+
+
+def test_object_arrays_are_never_unpickled(finished):
+    folder, model = finished
+    meta = json.loads((folder / "meta.json").read_text())
+    np.save(folder / "image.npy", np.array([{"x": 1}] * 24, dtype=object), allow_pickle=True)
+    with pytest.raises(CacheError, match=r"image\.npy is truncated or corrupted.*Python objects"):
+        EmbeddingCache(folder, model=model)
+    assert json.loads((folder / "meta.json").read_text()) == meta

@@ -406,20 +406,3 @@ def test_quick_demo_with_the_jax_backend(tmp_path: object) -> None:
     jest = np.mean(results["methods"]["jest"]["final_accuracy"])
     assert jest > uniform + 0.1
     assert min(results["reference"]["zero_shot"]) > 0.6
-
-
-def test_every_demo_method_runs_with_the_jax_backend() -> None:
-    config = demo.DemoConfig.quick(
-        steps=30,
-        seeds=1,
-        methods=demo.METHODS,
-        reference_steps=20,
-        eval_every=10,
-        image_hidden=32,
-        data=SMALL_DATA,
-    )
-    results = demo.run_demo(config, backend="jax", progress=False)
-    assert set(results["methods"]) == set(demo.METHODS)
-    for entry in results["methods"].values():
-        assert entry["curves"]["steps"] == [0, 10, 20, 30]
-        assert all(0.0 <= a <= 1.0 for a in entry["curves"]["zero_shot"][0])

@@ -20,8 +20,9 @@ Two layers:
 
 Compilation: :meth:`SigLIPTrainer.run` is one module-level ``jax.jit`` whose static argument is
 the trainer (hashable: the model's functions and the config), and whose loop over steps is a
-``lax.fori_loop`` with a traced trip count. So each method compiles once per shape of its
-inputs, whatever the number of steps between evaluations, the seed or the reference.
+``lax.fori_loop`` with a traced trip count. So a trainer (model, config and method) compiles
+once per shape of its inputs, whatever the seed, the reference or the number of steps run
+between evaluations.
 
 Example:
     >>> import numpy as np
@@ -30,9 +31,11 @@ Example:
     >>> images = np.eye(4, 16, dtype=np.float32)[labels] + 0.1 * rng.random((256, 16), "f4")
     >>> tokens = (labels[:, None] + 1).astype(np.int32)  # one word per caption
     >>> model = mlp_dual_encoder(pixels=16, hidden=32, embed_dim=8, vocab_size=5)
+    >>> ref = SigLIPTrainer(model, TrainConfig(steps=30, batch_size=16, learning_rate=1e-2))
+    >>> ref_state, _ = ref.fit(ref.init(1), images[:128], tokens[:128])  # a "curated" part
+    >>> reference = ref.embed(ref_state.params, images, tokens)  # cached reference embeddings
     >>> trainer = SigLIPTrainer(model, TrainConfig(steps=30, batch_size=16, method="jest",
     ...                                            n_chunks=4, learning_rate=1e-2))
-    >>> reference = trainer.embed(trainer.init(1).params, images, tokens)
     >>> state, losses = trainer.fit(trainer.init(0), images, tokens, reference=reference)
     >>> losses.shape, bool(losses[-5:].mean() < losses[:5].mean())
     ((30,), True)

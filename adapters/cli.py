@@ -45,7 +45,12 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"jestcore demo: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    results = demo.run_demo(config, backend=trainer, out=out, progress=not args.no_progress)
+    if args.workers is not None and args.workers < 1:
+        print(f"jestcore demo: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    results = demo.run_demo(
+        config, backend=trainer, out=out, progress=not args.no_progress, workers=args.workers
+    )
     print(demo.format_table(results))
     print(
         f"\nwrote {out / 'results.json'} and {out / 'curves.png'} ({results['wall_seconds']:.0f} s)"
@@ -123,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
     demo.add_argument(
         "--quick", action="store_true", help="a tiny run (uniform and jest, 2 seeds, 300 steps)"
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel training processes (default: the usable CPUs; 1: in this process)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(run=_demo)

@@ -119,6 +119,7 @@ __all__ = [
     "MethodSpec",
     "Metrics",
     "Trainer",
+    "default_workers",
     "eval_steps",
     "evaluate",
     "format_table",
@@ -709,10 +710,72 @@ def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
 # The runner.
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
+def _bar(total: int, desc: str, enabled: bool, position: int | None = None) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        leave=position == 0,
+        position=position,
+        dynamic_ncols=True,
+    )
+
+
+def _reference_task(
+    trainer: Trainer, data: Digits, config: DemoConfig, seed: int, on_step: Any = None
+) -> tuple[jestcore.PairEmbeddings, Metrics]:
+    """Trains seed ``seed``'s reference; returns its pool embeddings (the cache) and metrics."""
+    reference = trainer.train_reference(data, config, seed, on_step=on_step)
+    cached = trainer.embed(reference, data.pool.images, data.pool.tokens)
+    prompt_images = data.test.images[: data.prompts.shape[0]]  # the prompts' text is what counts
+    metrics = evaluate(
+        trainer.embed(reference, data.test.images, data.test.tokens),
+        trainer.embed(reference, prompt_images, data.prompts).text,
+        data.test,
+    )
+    return cached, metrics
+
+
+# Worker processes: the backend and the data are loaded once per worker.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(backend: str, data: DigitsConfig, queue: Any) -> None:
+    _WORKER.update(trainer=importlib.import_module(backend), data=make_digits(data), queue=queue)
+
+
+def _worker_reference(config: DemoConfig, seed: int) -> tuple[jestcore.PairEmbeddings, Metrics]:
+    queue, key = _WORKER["queue"], ("reference", seed)
+    every = max(1, config.reference_steps // 20)
+
+    def on_step(t: int) -> None:
+        if t % every == 0 or t == config.reference_steps:
+            queue.put((key, t, None))
+
+    return _reference_task(_WORKER["trainer"], _WORKER["data"], config, seed, on_step)
+
+
+def _worker_learner(
+    config: DemoConfig, seed: int, method: str, cached: jestcore.PairEmbeddings | None
+) -> Curve:
+    queue, key = _WORKER["queue"], (method, seed)
+
+    def on_eval(step: int, metrics: Metrics) -> None:
+        queue.put((key, step, metrics.zero_shot))
+
+    return _WORKER["trainer"].train_learner(
+        _WORKER["data"], cached, method, config, seed, on_eval=on_eval
+    )
+
+
+def default_workers() -> int:
+    """The CPUs this process may use (each worker trains with one thread)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def run_demo(
@@ -721,77 +784,53 @@ def run_demo(
     backend: str | Trainer = "torch",
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Runs every method of ``config`` for every seed and returns (and writes) the results.
 
-    For each seed: builds the data, trains the reference on the curated split, embeds the pool
-    once with it (the cache), then trains one learner per method. Then :func:`summarize`.
+    For each seed: trains the reference on the curated split and embeds the pool once with it
+    (the cache); then trains one learner per method. Then :func:`summarize`. Every run is
+    deterministic given its seed and method, so the results do not depend on ``workers``.
 
     Args:
         config: The demo config (default :class:`DemoConfig`).
         backend: ``"torch"``, ``"jax"``, or a module following :class:`Trainer`.
         out: Folder to write ``results.json`` and ``curves.png`` to (created), or ``None``.
         progress: Show tqdm progress bars (on stderr).
+        workers: Processes that train in parallel (spawned; each loads the backend once);
+            ``1`` runs everything in this process. Default: :func:`default_workers`, at most
+            the number of runs. A backend given as a module object must be importable by its
+            ``__name__`` to run in workers.
 
     Returns:
         The results (see :func:`summarize`).
 
     Raises:
         TypeError: If ``config`` is not a :class:`DemoConfig`.
-        ValueError: If ``backend`` is unknown.
+        ValueError: If ``backend`` is unknown or ``workers < 1``.
         ImportError: If the backend is not available.
     """
     if config is None:
         config = DemoConfig()
     if not isinstance(config, DemoConfig):
         raise TypeError(f"config must be a DemoConfig, got {type(config).__name__}")
-    if isinstance(backend, str):
-        backend_name = backend
-    else:
-        module_name = getattr(backend, "__name__", "custom")
-        backend_name = {v: k for k, v in BACKENDS.items()}.get(module_name, module_name)
+    if workers is not None:
+        _check_int("workers", workers, 1)
     trainer = load_backend(backend) if isinstance(backend, str) else backend
+    module_name = getattr(trainer, "__name__", "custom")
+    backend_name = {v: k for k, v in BACKENDS.items()}.get(module_name, module_name)
     start = time.perf_counter()
     data = make_digits(config.data)
-    curves: dict[str, list[Curve]] = {m: [] for m in config.methods}
-    reference_metrics: list[Metrics] = []
     needs_reference = any(METHOD_SPECS[m].uses_reference for m in config.methods)
-    runs = config.seeds * (len(config.methods) + needs_reference)
-    with _bar(runs, "demo", progress) as overall:
-        for seed in range(config.seeds):
-            cached = None
-            if needs_reference:
-                with _bar(config.reference_steps, f"reference seed {seed}", progress) as bar:
-                    reference = trainer.train_reference(
-                        data, config, seed, on_step=lambda t, bar=bar: bar.update(t - bar.n)
-                    )
-                cached = trainer.embed(reference, data.pool.images, data.pool.tokens)
-                reference_metrics.append(
-                    evaluate(
-                        trainer.embed(reference, data.test.images, data.test.tokens),
-                        trainer.embed(reference, data.test.images[:10], data.prompts).text,
-                        data.test,
-                    )
-                )
-                overall.update(1)
-            for method in config.methods:
-                with _bar(config.steps, f"{method} seed {seed}", progress) as bar:
-
-                    def on_eval(step: int, metrics: Metrics, bar: Any = bar) -> None:
-                        bar.update(step - bar.n)
-                        bar.set_postfix(acc=f"{metrics.zero_shot:.3f}")
-
-                    uses_reference = METHOD_SPECS[method].uses_reference
-                    curve = trainer.train_learner(
-                        data,
-                        cached if uses_reference else None,
-                        method,
-                        config,
-                        seed,
-                        on_eval=on_eval,
-                    )
-                curves[method].append(curve)
-                overall.update(1)
+    n_runs = config.seeds * len(config.methods)
+    if workers is None:
+        workers = min(default_workers(), n_runs)
+    if workers > 1:
+        curves, reference_metrics = _run_parallel(
+            config, module_name, needs_reference, workers, progress
+        )
+    else:
+        curves, reference_metrics = _run_serial(config, trainer, data, needs_reference, progress)
     results = summarize(
         curves,
         config,
@@ -800,6 +839,7 @@ def run_demo(
     )
     results["backend"] = backend_name
     results["data"] = data.summary()
+    results["workers"] = workers
     results["wall_seconds"] = time.perf_counter() - start
     if out is not None:
         folder = Path(out)
@@ -807,6 +847,105 @@ def run_demo(
         _write_json(folder / "results.json", results)
         plot_curves(results, folder / "curves.png")
     return results
+
+
+def _run_serial(
+    config: DemoConfig, trainer: Trainer, data: Digits, needs_reference: bool, progress: bool
+) -> tuple[dict[str, list[Curve]], list[Metrics]]:
+    curves: dict[str, list[Curve]] = {m: [] for m in config.methods}
+    reference_metrics: list[Metrics] = []
+    runs = config.seeds * (len(config.methods) + needs_reference)
+    with _bar(runs, "demo runs", progress, position=0) as overall:
+        for seed in range(config.seeds):
+            cached = None
+            if needs_reference:
+                with _bar(config.reference_steps, f"reference seed {seed}", progress, 1) as bar:
+                    cached, metrics = _reference_task(
+                        trainer, data, config, seed, lambda t, bar=bar: bar.update(t - bar.n)
+                    )
+                reference_metrics.append(metrics)
+                overall.update(1)
+            for method in config.methods:
+                with _bar(config.steps, f"{method} seed {seed}", progress, 1) as bar:
+
+                    def on_eval(step: int, metrics: Metrics, bar: Any = bar) -> None:
+                        bar.update(step - bar.n)
+                        bar.set_postfix(acc=f"{metrics.zero_shot:.3f}")
+
+                    uses_reference = METHOD_SPECS[method].uses_reference
+                    curve = trainer.train_learner(
+                        data, cached if uses_reference else None, method, config, seed,
+                        on_eval=on_eval,
+                    )  # fmt: skip
+                curves[method].append(curve)
+                overall.update(1)
+    return curves, reference_metrics
+
+
+def _run_parallel(
+    config: DemoConfig, module_name: str, needs_reference: bool, workers: int, progress: bool
+) -> tuple[dict[str, list[Curve]], list[Metrics]]:
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    total = config.seeds * (config.steps * len(config.methods))
+    total += config.seeds * config.reference_steps * needs_reference
+    done_steps: dict[tuple[str, int], int] = {}
+    curves: dict[tuple[str, int], Curve] = {}
+    references: dict[int, tuple[jestcore.PairEmbeddings, Metrics]] = {}
+    executor = ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(module_name, config.data, messages),
+    )
+    pending: dict[Future[Any], tuple[str, int]] = {}
+
+    def submit_learners(seed: int) -> None:
+        for method in config.methods:
+            cached = references[seed][0] if METHOD_SPECS[method].uses_reference else None
+            future = executor.submit(_worker_learner, config, seed, method, cached)
+            pending[future] = (method, seed)
+
+    with _bar(total, f"demo ({workers} workers)", progress, position=0) as bar:
+
+        def drain() -> None:
+            while True:
+                try:
+                    key, step, accuracy = messages.get_nowait()
+                except queue_module.Empty:
+                    return
+                bar.update(step - done_steps.get(key, 0))
+                done_steps[key] = step
+                if accuracy is not None:
+                    bar.set_postfix_str(f"{key[0]} seed {key[1]}: acc {accuracy:.3f}")
+
+        try:
+            for seed in range(config.seeds):
+                if needs_reference:
+                    pending[executor.submit(_worker_reference, config, seed)] = ("reference", seed)
+                else:
+                    submit_learners(seed)
+            while pending:
+                finished, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                drain()
+                for future in finished:
+                    kind, seed = pending.pop(future)
+                    if kind == "reference":
+                        references[seed] = future.result()
+                        submit_learners(seed)
+                    else:
+                        curves[(kind, seed)] = future.result()
+            drain()
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            messages.close()
+    by_method = {m: [curves[(m, s)] for s in range(config.seeds)] for m in config.methods}
+    metrics = [references[s][1] for s in range(config.seeds)] if needs_reference else []
+    return by_method, metrics
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

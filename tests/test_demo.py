@@ -321,7 +321,7 @@ class _CountingTrainer:
 def test_run_demo_bookkeeping_and_outputs(tmp_path: Path) -> None:
     trainer = _CountingTrainer()
     c = demo.DemoConfig.quick(methods=("uniform", "easy_reference", "jest"), seeds=2)
-    r = demo.run_demo(c, backend=trainer, out=tmp_path, progress=False)
+    r = demo.run_demo(c, backend=trainer, out=tmp_path, progress=False, workers=1)
     assert trainer.references == [0, 1] and trainer.pool_embeds == 2
     assert sorted(trainer.calls) == sorted(
         (m, s, m != "uniform") for s in (0, 1) for m in ("uniform", "easy_reference", "jest")
@@ -345,6 +345,7 @@ def test_run_demo_without_reference_methods_trains_no_reference() -> None:
         demo.DemoConfig.quick(methods=("uniform", "hard_learner"), seeds=1),
         backend=trainer,
         progress=False,
+        workers=1,
     )
     assert trainer.references == [] and trainer.calls == [
         ("uniform", 0, False),
@@ -374,8 +375,10 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
     seen: dict[str, Any] = {}
 
-    def fake_run(config: demo.DemoConfig, *, backend: Any, out: Any, progress: bool) -> dict:
-        seen.update(config=config, backend=backend, out=out, progress=progress)
+    def fake_run(
+        config: demo.DemoConfig, *, backend: Any, out: Any, progress: bool, workers: Any
+    ) -> dict:
+        seen.update(config=config, backend=backend, out=out, progress=progress, workers=workers)
         curves = {m: [_curve([0.1, 0.5], [0, config.steps])] for m in config.methods}
         return {**demo.summarize(curves, config, pool_size=1000), "wall_seconds": 1.0}
 
@@ -398,6 +401,8 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "--out",
         str(tmp_path),
         "--no-progress",
+        "--workers",
+        "1",
     ]
     assert cli.main(args) == 0
     c = seen["config"]
@@ -405,11 +410,12 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert c.methods == ("uniform", "jest", "independent")
     assert c.data.corruption_rate == 0.3
     assert c.data.curated_augmentations == demo.DemoConfig().data.curated_augmentations
-    assert seen["progress"] is False and Path(seen["out"]) == tmp_path
+    assert seen["progress"] is False and Path(seen["out"]) == tmp_path and seen["workers"] == 1
     assert seen["backend"].__name__ == demo.BACKENDS["torch"]
 
     assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["config"] == demo.DemoConfig.quick() and seen["progress"] is True
+    assert seen["workers"] is None
 
 
 def test_cli_reports_bad_options_clearly(
@@ -419,6 +425,8 @@ def test_cli_reports_bad_options_clearly(
 
     assert cli.main(["demo", "--filter-ratio", "1.5", "--out", str(tmp_path)]) == 2
     assert "filter_ratio" in capsys.readouterr().err
+    assert cli.main(["demo", "--workers", "0", "--out", str(tmp_path)]) == 2
+    assert "--workers" in capsys.readouterr().err
     monkeypatch.setitem(demo.BACKENDS, "jax", "jestcore.adapters.no_such_trainer")
     assert cli.main(["demo", "--backend", "jax", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -301,3 +301,84 @@ def test_quick_demo_jest_beats_uniform(quick_demo: dict) -> None:
     assert all(s is not None and s <= steps // 2 for s in jest["steps_to_target"])
     # And it ends clearly higher (seed means; seed-to-seed sd is about 0.01 here).
     assert np.mean(jest["final_accuracy"]) >= np.mean(uniform["final_accuracy"]) + 0.03
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> torch.Tensor:
+    x = torch.from_numpy(rng.normal(size=(n, d)).astype(np.float32))
+    return x / x.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("method", [m for m in demo.METHODS if m != "uniform"])
+def test_host_selection_equals_the_torch_adapter(method: str) -> None:
+    rng = np.random.default_rng(4)
+    config = demo.DemoConfig(batch_size=16, n_chunks=4)
+    learner = jestcore.PairEmbeddings(_unit(rng, 80, 8), _unit(rng, 80, 8), 10.0, -10.0)
+    reference = jestcore.PairEmbeddings(_unit(rng, 80, 8), _unit(rng, 80, 8), 12.0, -9.0)
+    for seed in range(3):
+        host = T._select(method, learner, reference, config, seed, on_host=True)
+        adapter = T._select(method, learner, reference, config, seed, on_host=False)
+        assert host.dtype == torch.int64 and host.shape == (16,)
+        assert torch.equal(host, adapter)
+
+
+def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> None:
+    from jestcore.adapters.torch import precompute_reference_embeddings
+
+    pool = small_data.pool
+    images, tokens, ids = pool.images[:1500], pool.tokens[:1500], pool.example_ids[:1500]
+    config = demo.DemoConfig(batch_size=16, n_chunks=4, image_hidden=16, embed_dim=8)
+    reference_model = T.demo_model(config, 1)
+    loader = [
+        (
+            ids[i : i + 500],
+            (torch.from_numpy(images[i : i + 500]), torch.from_numpy(tokens[i : i + 500])),
+        )
+        for i in range(0, 1500, 500)
+    ]
+
+    def forward(model: nn.Module, batch: tuple) -> jestcore.PairEmbeddings:
+        # Detached: the cache's float(bias) of a Parameter would warn (reported upstream).
+        return jestcore.PairEmbeddings(*(v.detach() for v in model(*batch[1])))
+
+    cache = precompute_reference_embeddings(
+        reference_model, loader, tmp_path / "cache", forward=forward, progress=False
+    )
+    arrays = T.embed_arrays(reference_model, images, tokens)
+    trained = []
+    for reference, example_ids in ((cache, ids), (arrays, None)):
+        model = T.demo_model(config, 0)
+        T.train(
+            model,
+            images,
+            tokens,
+            steps=5,
+            batch_size=16,
+            n_chunks=4,
+            reference=reference,
+            example_ids=example_ids,
+            seed=2,
+        )
+        trained.append(_params(model))
+    for a, b in zip(*trained, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="example_ids"):
+        T.train(
+            T.demo_model(config, 0),
+            images,
+            tokens,
+            steps=1,
+            batch_size=16,
+            n_chunks=4,
+            reference=cache,
+        )
+    with pytest.raises(KeyError, match="not in the cache"):
+        T.train(
+            T.demo_model(config, 0),
+            images,
+            tokens,
+            steps=1,
+            batch_size=16,
+            n_chunks=4,
+            reference=cache,
+            example_ids=ids + 10**9,
+        )

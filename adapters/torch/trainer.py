@@ -52,6 +52,8 @@ from jestcore.adapters.demo import (
 from jestcore.adapters.demo import learning_rate as schedule
 from jestcore.adapters.digits import Digits, downsample
 from jestcore.adapters.text import VOCAB
+from jestcore.adapters.torch.cache import EmbeddingCache
+from jestcore.adapters.torch.selection import select_batch
 from torch import nn
 
 import jestcore
@@ -295,18 +297,68 @@ def _select(
     reference: jestcore.PairEmbeddings | None,
     config: DemoConfig,
     seed: int,
+    *,
+    on_host: bool | None = None,
 ) -> torch.Tensor:
-    """The selected positions, as a torch tensor on the embeddings' device.
+    """The selected positions of the super-batch, as a torch tensor on the embeddings' device.
 
-    On CPU the spec runs on NumPy views of the tensors: the same arithmetic and the same
-    portable noise (so the same indices, up to floating-point near-ties), with about a third
-    of the per-operation overhead of PyTorch at these small shapes.
+    Off the CPU (``on_host=False``) this is the PyTorch adapter's
+    :func:`jestcore.adapters.torch.select_batch`. On the CPU (the default there) the spec runs
+    on NumPy views of the tensors instead: the same arithmetic and the same portable noise, so
+    the same indices (up to floating-point near-ties), at a third of the per-operation overhead
+    of PyTorch for the demo's small shapes (measured: ~11 ms against ~36 ms per selection of 64
+    from 320 on a busy 2-core machine).
     """
-    device = (learner or reference).image.device  # type: ignore[union-attr]
-    sel = select_sub_batch(method, _host(learner), _host(reference), config, seed)
-    if isinstance(sel, np.ndarray):
-        return torch.from_numpy(sel.astype(np.int64, copy=False)).to(device)
-    return sel
+    spec = METHOD_SPECS[method]
+    models = [m for m in (learner, reference) if m is not None]
+    device = models[0].image.device
+    if on_host is None:
+        on_host = all(m.image.device.type == "cpu" for m in models)
+    if on_host:
+        sel = select_sub_batch(method, _host(learner), _host(reference), config, seed)
+        return torch.from_numpy(np.asarray(sel, dtype=np.int64)).to(device)
+    positions = torch.arange(models[0].image.shape[0], device=device)
+    return select_batch(
+        positions,
+        learner if spec.uses_learner else None,
+        reference if spec.uses_reference else None,
+        batch_size=config.batch_size,
+        n_chunks=config.n_chunks,
+        score=spec.score,
+        method="independent" if spec.selection == "independent_diagonal" else "joint",
+        seed=seed,
+    ).indices
+
+
+def _reference_lookup(
+    reference: Any, example_ids: Any, n: int, method: str
+) -> Callable[[torch.Tensor], jestcore.PairEmbeddings]:
+    """``rows -> the reference's embeddings of those rows``, from arrays or a cache."""
+    if reference is None:
+        raise ValueError(
+            f"method {method!r} needs the reference's embeddings of all {n} rows (a "
+            "PairEmbeddings, or an EmbeddingCache with example_ids)"
+        )
+    if isinstance(reference, EmbeddingCache):
+        if not reference.is_pair:
+            raise ValueError("reference must be a cache of PairEmbeddings (image/text), not values")
+        if example_ids is None:
+            raise ValueError("reference is an EmbeddingCache: give example_ids (one per row)")
+        ids = np.asarray(example_ids)
+        if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"example_ids must be {n} integer ids, got shape {ids.shape}")
+        reference.positions(ids)  # every id must be cached (KeyError naming the missing ones)
+        cache = reference
+
+        def from_cache(rows: torch.Tensor) -> jestcore.PairEmbeddings:
+            out = cache.lookup(ids[rows.numpy()], dtype=torch.float32)
+            return jestcore.PairEmbeddings(out.image, out.text, _float(out.scale), _float(out.bias))
+
+        return from_cache
+    embeddings = _as_torch_embeddings(reference)
+    if embeddings.image.shape[0] != n or embeddings.text.shape[0] != n:
+        raise ValueError(f"reference must embed all {n} rows, got {embeddings.image.shape[0]}")
+    return lambda rows: _index(embeddings, rows)
 
 
 def _as_torch_embeddings(reference: Any) -> jestcore.PairEmbeddings:
@@ -339,6 +391,7 @@ def train(
     warmup_fraction: float = 0.05,
     seed: int = 0,
     scoring_images: Any = None,
+    example_ids: Any = None,
     batches: Callable[[int], np.ndarray] | None = None,
     evaluate_every: int | None = None,
     evaluate: Callable[[nn.Module, int], Any] | None = None,
@@ -359,9 +412,11 @@ def train(
         steps: Training steps.
         batch_size: ``b``, the rows trained on per step.
         method: One of :data:`jestcore.adapters.demo.METHODS`.
-        reference: Cached reference embeddings of all ``n`` rows, a
-            :class:`jestcore.PairEmbeddings` (NumPy or torch); needed by methods that use the
-            reference.
+        reference: The frozen reference's embeddings of all ``n`` rows, computed once: a
+            :class:`jestcore.PairEmbeddings` (NumPy or torch), or an
+            :class:`jestcore.adapters.torch.EmbeddingCache` (from
+            :func:`jestcore.adapters.torch.precompute_reference_embeddings`) looked up by
+            ``example_ids``. Needed by methods that use the reference.
         filter_ratio: ``f``, the fraction of each super-batch that is filtered out.
         n_chunks: Chunks of joint selection.
         learning_rate: Peak learning rate.
@@ -369,6 +424,8 @@ def train(
         seed: Seed of the super-batches (unless ``batches`` is given) and of the selection.
         scoring_images: The images the learner scores with (e.g. pooled, for Flexi scoring);
             ``None`` means ``images``. Needed (``None`` is refused) for ``flexi_jest``.
+        example_ids: ``(n,)`` stable integer ids of the rows, to look them up in an
+            :class:`~jestcore.adapters.torch.EmbeddingCache` ``reference``.
         batches: ``batches(step)`` gives the step's super-batch rows (``N`` distinct ints, in
             random order); default: a fresh uniform draw per step from ``seed``.
         evaluate_every: Call ``evaluate`` at step 0, every this many steps and after the last.
@@ -407,13 +464,9 @@ def train(
         score_x = _as_tensor("scoring_images", scoring_images)
         if score_x.shape[0] != n:
             raise ValueError(f"scoring_images must have {n} rows, got {score_x.shape[0]}")
-    ref = None
+    reference_rows = None
     if spec.uses_reference:
-        if reference is None:
-            raise ValueError(f"method {method!r} needs reference embeddings of all {n} rows")
-        ref = _as_torch_embeddings(reference)
-        if ref.image.shape[0] != n or ref.text.shape[0] != n:
-            raise ValueError(f"reference must embed all {n} rows, got {ref.image.shape[0]}")
+        reference_rows = _reference_lookup(reference, example_ids, n, method)
     if batches is None:
 
         def batches(step: int) -> np.ndarray:
@@ -440,7 +493,7 @@ def train(
             sel = _select(
                 method,
                 learner_emb,
-                None if ref is None else _index(ref, rows),
+                None if reference_rows is None else reference_rows(rows),
                 config,
                 selection_seed(seed, step),
             )

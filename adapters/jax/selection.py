@@ -10,16 +10,16 @@ other load on the machine counts less), learnability from two models, ``d = 256`
 
 | N | n_chunks | compile: unrolled, scan | run: unrolled, scan | indices |
 |---|---|---|---|---|
-| 4096 | 4 | 0.69 s, 0.50 s | 96 ms, 90 ms | identical |
-| 4096 | 16 | 1.4-1.6 s, 0.67-0.70 s | 135 ms, 135-139 ms | identical |
-| 4096 | 64 | 6.8 s, 0.76 s | 225 ms, 197 ms | identical |
+| 4096 | 4 | 0.63-0.69 s, 0.43-0.50 s | 95-96 ms, 90-104 ms | identical |
+| 4096 | 16 | 1.4-1.7 s, 0.67-0.70 s | 135 ms, 135-141 ms | identical |
+| 4096 | 64 | 6.8-6.9 s, 0.72-0.76 s | 225-233 ms, 197-205 ms | identical |
 | 16384 | 16 | 1.4-1.8 s, 0.71 s | 1.73 s, 1.75-1.79 s | identical |
 
 The unrolled loop traces ``n_chunks`` copies of the top-k and of the four
 ``(c x d) @ (d x N)`` products, so its compile time grows linearly with ``n_chunks``; the scan
 traces one body per chunk size and compiles in the same time for any ``n_chunks``. Run times
-agree within the noise (about 4% here): the chunks depend on each other, so unrolling gives
-XLA nothing to overlap, and a chunk's matrix products dwarf the loop's overhead.
+agree within the noise (5-10% on this shared machine): the chunks depend on each other, so
+unrolling gives XLA nothing to overlap, and a chunk's matrix products dwarf the loop overhead.
 Fully unrolling the scan (``unroll=True``) compiled in 0.97 s at N = 16384 and ran no faster.
 
 ``unroll`` is passed to ``lax.scan`` for anyone who wants to trade compile time back.
@@ -92,7 +92,7 @@ def chunk_loop(
     noise: Any,
     pick: Callable[[Any, int], Any],
     update: Callable[[Any, Any], Any],
-    positions: Any,
+    offset: Any = 0,
     *,
     unroll: int | bool = 1,
 ) -> Any:
@@ -103,10 +103,12 @@ def chunk_loop(
         sizes: Chunk sizes (static).
         noise: ``(len(sizes), n)`` Gumbel noise, row ``k`` for chunk ``k``; ``None`` for greedy.
         pick: ``(perturbed logits, size) -> size indices`` in descending perturbed logit, ties to
-            the lower index (the indices are compared with ``positions``).
+            the lower index, numbered so that entry ``i`` of ``logits`` is ``offset + i``.
         update: ``(logits, chunk indices) -> logits`` with that chunk's contributions added; not
             called after the last chunk.
-        positions: ``(n,)`` the index that ``pick`` reports for each entry of ``logits``.
+        offset: The index that ``pick`` reports for entry 0 of ``logits`` (a device's first
+            row on a mesh; may be traced); indices outside ``[offset, offset + n)`` belong to
+            other devices.
         unroll: Passed to ``lax.scan``.
 
     Returns:
@@ -115,6 +117,14 @@ def chunk_loop(
     dtype = logits.dtype
     neg_inf = jnp.asarray(-jnp.inf, dtype=dtype)
     last_resort = jnp.asarray(-jnp.finfo(dtype).max, dtype=dtype)
+
+    n = logits.shape[0]
+
+    def mark(selected: Any, idx: Any) -> Any:
+        """``selected`` with this device's entries of ``idx`` set: an O(c) scatter."""
+        local = idx - offset
+        local = jnp.where((local >= 0) & (local < n), local, n)  # others' rows: out of bounds
+        return selected.at[local].set(True, mode="drop")
 
     def choose(logits: Any, selected: Any, g: Any, size: int) -> Any:
         perturbed = logits if g is None else logits + g.astype(dtype)
@@ -125,14 +135,14 @@ def chunk_loop(
         def step(carry: tuple[Any, Any], g: Any) -> tuple[tuple[Any, Any], Any]:
             logits, selected = carry
             idx = choose(logits, selected, g, size)
-            selected = selected | jnp.any(positions[None, :] == idx[:, None], axis=0)
+            selected = mark(selected, idx)
             return (update(logits, idx), selected), idx
 
         return step
 
     # Nothing selected yet, typed like the loop's output (under shard_map: varying where
-    # logits or positions vary), as lax.scan requires of its carry.
-    carry = (logits, jnp.zeros_like(logits, dtype=jnp.bool_) | (positions < 0))
+    # logits or offset vary), as lax.scan requires of its carry.
+    carry = (logits, jnp.zeros_like(logits, dtype=jnp.bool_) | (offset < 0))
     chunks, start = [], 0
     for size, run in itertools.groupby(sizes[:-1]):
         count = len(list(run))
@@ -224,7 +234,6 @@ def _joint_select(
         _noise(seed, noise, greedy, len(sizes), n),
         _backend.top_k,
         update,
-        jnp.arange(n),
         unroll=unroll,
     )
 
@@ -393,6 +402,5 @@ def _joint_select_embeddings(
         _noise(seed, noise, greedy, len(sizes), n),
         _backend.top_k,
         blocked_update(terms, block_size),
-        jnp.arange(n),
         unroll=unroll,
     )

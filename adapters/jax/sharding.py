@@ -247,17 +247,16 @@ def _select_sharded(
         logits = terms[0].diagonal()
         for t in terms[1:]:
             logits = logits + t.diagonal()
-        positions = jnp.arange(n_local) + offset.astype(jnp.arange(1).dtype)
 
         def pick(perturbed: Any, size: int) -> Any:
             top = _backend.top_k(perturbed, min(size, n_local))
             values = lax.all_gather(perturbed[top], axis, tiled=True)
-            where = lax.all_gather(top + positions[0], axis, tiled=True)
+            where = lax.all_gather(top + offset.astype(top.dtype), axis, tiled=True)
             return where[_backend.top_k(values, size)]
 
         noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, offset=offset)
         return chunk_loop(
-            logits, sizes, noise, pick, blocked_update(terms, block_size), positions, unroll=unroll
+            logits, sizes, noise, pick, blocked_update(terms, block_size), offset, unroll=unroll
         )
 
     if scope == "local":

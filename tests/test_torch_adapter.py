@@ -101,8 +101,9 @@ def test_select_batch_from_per_example_losses_is_independent_select():
         ("hard_learner", learner_loss),
         ("easy_reference", -reference_loss),
     ):
-        got = select_batch(torch.arange(N), learner_loss, reference_loss, batch_size=9,
-                           score=score, seed=5)  # fmt: skip
+        got = select_batch(
+            torch.arange(N), learner_loss, reference_loss, batch_size=9, score=score, seed=5
+        )
         assert torch.equal(got.indices, jestcore.independent_select(scores, 9, seed=5))
         assert torch.equal(got.batch, got.indices)
     # a model the score does not need may be omitted
@@ -119,8 +120,9 @@ def test_select_batch_from_scores_and_the_independent_baseline():
     got = select_batch(torch.arange(N), scores=s, batch_size=10, method="independent", seed=3)
     assert torch.equal(got.indices, jestcore.independent_select(torch.diagonal(s), 10, seed=3))
     learner, reference = pair(gen), pair(gen)
-    got = select_batch(torch.arange(N), learner, reference, batch_size=10,
-                       method="independent", greedy=True)  # fmt: skip
+    got = select_batch(
+        torch.arange(N), learner, reference, batch_size=10, method="independent", greedy=True
+    )
     literal = matching_loss(learner) - matching_loss(reference)
     assert got.indices.tolist() == np.argsort(-literal, kind="stable")[:10].tolist()
 
@@ -174,8 +176,12 @@ def test_select_batch_refuses_bad_input_before_work():
     with pytest.raises(ValueError, match="either scores"):
         select_batch(x, learner, reference, scores=torch.zeros(N), batch_size=4, seed=0)
     with pytest.raises(ValueError, match="same first dimension"):
-        select_batch({"a": torch.zeros(N), "b": torch.zeros(N - 1)}, scores=torch.zeros(N),
-                     batch_size=2, seed=0)  # fmt: skip
+        select_batch(
+            {"a": torch.zeros(N), "b": torch.zeros(N - 1)},
+            scores=torch.zeros(N),
+            batch_size=2,
+            seed=0,
+        )
     with pytest.raises(TypeError, match="no tensor inside"):
         select_batch({"a": None}, scores=torch.zeros(N), batch_size=2, seed=0)
 
@@ -205,8 +211,9 @@ def test_selector_seeds_warmup_and_exact_resume():
     # steps after warm-up: joint selection with seed fold_in(seed, step)
     for t in (2, 3, 4, 5):
         _, learner, reference = data[t]
-        expected = jestcore.joint_select_embeddings(learner, reference, 8, n_chunks=4,
-                                                    seed=jestcore.fold_in(123, t))  # fmt: skip
+        expected = jestcore.joint_select_embeddings(
+            learner, reference, 8, n_chunks=4, seed=jestcore.fold_in(123, t)
+        )
         assert full[t] == expected.tolist()
     # warm-up steps: uniform draws that ignore the scores (none are needed)
     warm = JESTSelector(**config)
@@ -286,8 +293,9 @@ def test_score_forward_in_micro_batches_equals_one_pass():
 
 def test_select_batch_on_the_meta_device():
     # Shapes only: selection must not read values (no host sync) nor create CPU tensors.
-    learner = jestcore.PairEmbeddings(torch.empty(N, D, device="meta"),
-                                      torch.empty(N, D, device="meta"), 10.0, -5.0)  # fmt: skip
+    learner = jestcore.PairEmbeddings(
+        torch.empty(N, D, device="meta"), torch.empty(N, D, device="meta"), 10.0, -5.0
+    )
     batch = {"x": torch.empty(N, 3, device="meta")}
     got = select_batch(batch, learner, learner, batch_size=8, n_chunks=2, seed=0)
     assert got.indices.device.type == "meta" and got.indices.shape == (8,)

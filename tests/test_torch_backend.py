@@ -141,8 +141,13 @@ def test_every_tensor_is_created_on_the_input_device(device):
     xp = array_api_compat.array_namespace(s)
     assert jestcore.uniform(seed, (2, n), xp=xp, device=s.device).device.type == device
     if device != "meta":  # real values: the same as on the CPU
-        cpu = _select_all(torch.from_numpy(scores), [torch.from_numpy(e) for e in emb],
-                          torch.tensor(3), torch.zeros(3, n), torch.zeros(n))  # fmt: skip
+        cpu = _select_all(
+            torch.from_numpy(scores),
+            [torch.from_numpy(e) for e in emb],
+            torch.tensor(3),
+            torch.zeros(3, n),
+            torch.zeros(n),
+        )
         for a, b in zip(out, cpu, strict=True):
             assert a.cpu().tolist() == b.tolist()
 

@@ -131,8 +131,9 @@ def test_fingerprint_refuses_other_weights_config_and_dtype(tmp_path):
 
 def test_missing_ids_are_named(tmp_path):
     data = dataset(16)
-    cache = precompute_reference_embeddings(Reference(), loader(data), tmp_path / "c",
-                                            progress=False)  # fmt: skip
+    cache = precompute_reference_embeddings(
+        Reference(), loader(data), tmp_path / "c", progress=False
+    )
     absent = int(data[0].max()) + 1
     with pytest.raises(KeyError, match=rf"1 of 3 ids are not in the cache .*\[{absent}\]"):
         cache.lookup([int(data[0][0]), absent, int(data[0][1])])
@@ -156,11 +157,13 @@ def test_interrupted_precompute_resumes_without_redoing_parts(tmp_path):
     with pytest.raises(CacheError, match="partial cache made with fingerprint"):
         precompute_reference_embeddings(Reference(seed=3), loader(data), folder, progress=False)
     model.calls = 0
-    cache = precompute_reference_embeddings(model, loader(data), folder, part_size=16,
-                                            progress=False)  # fmt: skip
+    cache = precompute_reference_embeddings(
+        model, loader(data), folder, part_size=16, progress=False
+    )
     assert model.calls == 3  # batches 4..6 only (18 examples)
-    uninterrupted = precompute_reference_embeddings(Reference(), loader(data), tmp_path / "u",
-                                                    progress=False)  # fmt: skip
+    uninterrupted = precompute_reference_embeddings(
+        Reference(), loader(data), tmp_path / "u", progress=False
+    )
     for a, b in zip(cache.lookup(data[0]), uninterrupted.lookup(data[0]), strict=True):
         assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
 
@@ -169,15 +172,17 @@ def test_a_damaged_part_is_recomputed(tmp_path):
     data = dataset(32)
     folder = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
-        precompute_reference_embeddings(Reference(), loader(data, fail_after=3), folder,
-                                        part_size=8, progress=False)  # fmt: skip
+        precompute_reference_embeddings(
+            Reference(), loader(data, fail_after=3), folder, part_size=8, progress=False
+        )
     part = folder / "parts" / "part-000001.npz"
     raw = bytearray(part.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     part.write_bytes(raw)
     model = Reference()
-    cache = precompute_reference_embeddings(model, loader(data), folder, part_size=8,
-                                            progress=False)  # fmt: skip
+    cache = precompute_reference_embeddings(
+        model, loader(data), folder, part_size=8, progress=False
+    )
     assert model.calls == 2  # the damaged part's batch and the never-computed last one
     with torch.no_grad():  # batch by batch, as precompute ran it (the same rounding)
         expected = torch.cat([model.image(data[1][s : s + 8]) for s in range(0, 32, 8)])
@@ -188,8 +193,9 @@ def test_duplicate_ids_are_refused(tmp_path):
     ids, image, text = dataset(16)
     ids[9] = ids[2]
     with pytest.raises(CacheError, match="unique"):
-        precompute_reference_embeddings(Reference(), loader((ids, image, text)), tmp_path / "c",
-                                        progress=False)  # fmt: skip
+        precompute_reference_embeddings(
+            Reference(), loader((ids, image, text)), tmp_path / "c", progress=False
+        )
 
 
 @pytest.fixture

@@ -34,8 +34,6 @@ __all__ = ["EXCHANGES", "all_gather_rows", "exchange_selected", "rank_and_world"
 #: How the selected examples reach the rank that trains on them.
 EXCHANGES = ("padded", "exact")
 
-_verified_sizes: set[tuple[int, int]] = set()
-
 
 def rank_and_world(group: Any = None) -> tuple[int, int]:
     """``(rank, world size)`` in ``group``; ``(0, 1)`` when ``torch.distributed`` is not in use."""
@@ -45,14 +43,16 @@ def rank_and_world(group: Any = None) -> tuple[int, int]:
 
 
 def check_equal_sizes(n_local: int, group: Any = None) -> None:
-    """Checks once per ``(group, n_local)`` that every rank has a super-batch of ``n_local``.
+    """Checks that every rank has a super-batch of ``n_local`` examples.
+
+    One small all-gather, read on the host: collectives on tensors of different sizes would
+    fail obscurely or hang, so this runs before them at every global selection.
 
     Raises:
         ValueError: If the ranks' super-batches differ in size (on every rank).
     """
     _, world = rank_and_world(group)
-    key = (id(group), n_local)
-    if world == 1 or key in _verified_sizes:
+    if world == 1:
         return
     device = _collective_device(group)
     mine = torch.tensor([n_local], dtype=torch.int64, device=device)
@@ -63,7 +63,6 @@ def check_equal_sizes(n_local: int, group: Any = None) -> None:
         raise ValueError(
             f'scope="global" needs a super-batch of the same size on every rank, got {found}'
         )
-    _verified_sizes.add(key)
 
 
 def _collective_device(group: Any) -> torch.device:

@@ -1,0 +1,218 @@
+"""Selection over ``torch.distributed`` (gloo, CPU) with 2 and 4 processes.
+
+Each test launches the ranks as subprocesses of this file (``python test_torch_distributed.py
+RANK WORLD INIT_FILE OUT_DIR``), with a rendezvous file, a collective timeout and a process
+timeout, so a failure can never hang the suite. Every rank writes what it selected; the test
+recomputes the expected selections in one process over the concatenated super-batch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import jestcore
+
+N_LOCAL, B, D, CHUNKS = 24, 5, 4, 3
+SEED, SELECTOR_SEED = 77, 2024
+TIMEOUT_S = 240  # the whole launch; collectives time out after 60 s
+
+
+def super_batch(world: int):
+    """The global super-batch: every rank builds the same and keeps its shard."""
+    gen = torch.Generator().manual_seed(world)
+    n = world * N_LOCAL
+    models = [
+        jestcore.PairEmbeddings(
+            torch.randn(n, D, generator=gen), torch.randn(n, D, generator=gen), 8.0, -4.0
+        )
+        for _ in range(2)
+    ]
+    losses = torch.rand(2, n, generator=gen)
+    ids = torch.arange(n)
+    batch = {"id": ids, "x": ids.float()[:, None].repeat(1, 3), "odd": ids % 2 == 1}
+    return batch, models, losses
+
+
+def shard(x, rank):
+    s = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
+    if isinstance(x, dict):
+        return {k: v[s] for k, v in x.items()}
+    if isinstance(x, jestcore.PairEmbeddings):
+        return x._replace(image=x.image[s], text=x.text[s])
+    return x[s]
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from jestcore.adapters.torch import JESTSelector, select_batch
+    from jestcore.adapters.torch.distributed import all_gather_rows
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=60),
+    )
+    batch, (learner, reference), losses = super_batch(world)
+    mine = shard(batch, rank)
+    ml, mr = shard(learner, rank), shard(reference, rank)
+    out: dict[str, np.ndarray] = {}
+
+    def record(name, result):
+        out[f"{name}/indices"] = result.indices.numpy()
+        out[f"{name}/id"] = result.batch["id"].numpy()
+        assert torch.equal(result.batch["x"][:, 0], result.batch["id"].float())
+        assert torch.equal(result.batch["odd"], result.batch["id"] % 2 == 1)
+        assert result.batch["odd"].dtype == torch.bool
+
+    kw = {"batch_size": B, "n_chunks": CHUNKS, "seed": SEED}
+    for exchange in ("padded", "exact"):
+        record(exchange, select_batch(mine, ml, mr, scope="global", exchange=exchange, **kw))
+    # what this rank computes before rank 0's selection is broadcast
+    gathered = [
+        m._replace(image=all_gather_rows(m.image), text=all_gather_rows(m.text)) for m in (ml, mr)
+    ]
+    out["own_global"] = jestcore.joint_select_embeddings(
+        *gathered, world * B, n_chunks=CHUNKS, seed=SEED
+    ).numpy()
+    record("local", select_batch(mine, ml, mr, scope="local", **kw))
+    record(
+        "losses",
+        select_batch(
+            mine,
+            shard(losses[0], rank),
+            shard(losses[1], rank),
+            scope="global",
+            batch_size=B,
+            seed=SEED,
+        ),
+    )
+    selector = JESTSelector(
+        batch_size=B,
+        n_chunks=CHUNKS,
+        seed=SELECTOR_SEED,
+        scope="global",
+        warmup_steps=1,
+        exchange="exact",
+    )
+    for t in range(3):
+        record(f"selector{t}", selector(mine, ml, mr))
+    try:
+        select_batch(
+            shard(batch, rank) if rank else {k: v[:-1] for k, v in mine.items()},
+            scores=torch.zeros(N_LOCAL - (rank == 0)),
+            scope="global",
+            batch_size=2,
+            seed=0,
+        )
+    except ValueError as e:
+        out["size_error"] = np.array(str(e))
+    np.savez(Path(out_dir) / f"rank{rank}.npz", **out)
+    dist.destroy_process_group()
+
+
+def launch(world: int, tmp_path: Path) -> list[dict[str, np.ndarray]]:
+    init_file = tmp_path / "rendezvous"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(r), str(world), str(init_file), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(world)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
+        assert p.returncode == 0, f"rank {r} failed:\n{log}"
+    results = []
+    for r in range(world):
+        with np.load(tmp_path / f"rank{r}.npz", allow_pickle=False) as z:
+            results.append(dict(z))
+    return results
+
+
+def interleave(shares: list[np.ndarray]) -> np.ndarray:
+    """The global selection from the ranks' shares (rank r holds positions r, r + W, ...)."""
+    return np.stack(shares, axis=1).reshape(-1)
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_global_and_local_selection_across_ranks(world, tmp_path):
+    results = launch(world, tmp_path)
+    _, (learner, reference), losses = super_batch(world)
+    expected = jestcore.joint_select_embeddings(
+        learner, reference, world * B, n_chunks=CHUNKS, seed=SEED
+    ).numpy()
+    # every rank computed the same global selection, equal to one process over all examples
+    for r in range(world):
+        assert results[r]["own_global"].tolist() == expected.tolist(), f"rank {r}"
+    for name in ("padded", "exact"):
+        shares = [results[r][f"{name}/indices"] for r in range(world)]
+        assert interleave(shares).tolist() == expected.tolist(), name
+        for r in range(world):  # each rank trains on exactly the examples of its share
+            assert results[r][f"{name}/id"].tolist() == shares[r].tolist(), (name, r)
+    # per-example losses: independent selection over the concatenation
+    scores = losses[0] - losses[1]
+    exp = jestcore.independent_select(scores, world * B, seed=SEED).numpy()
+    assert interleave([results[r]["losses/indices"] for r in range(world)]).tolist() == exp.tolist()
+    # local: each rank selects from its shard with the rank folded into the seed
+    local = []
+    for r in range(world):
+        idx = jestcore.joint_select_embeddings(
+            shard(learner, r),
+            shard(reference, r),
+            B,
+            n_chunks=CHUNKS,
+            seed=jestcore.fold_in(SEED, r),
+        )
+        assert results[r]["local/indices"].tolist() == idx.tolist()
+        assert results[r]["local/id"].tolist() == (idx + r * N_LOCAL).tolist()
+        local.append(tuple(idx.tolist()))
+    assert len(set(local)) == world  # rank-distinct seeds draw differently
+    # the selector: a uniform warm-up step, then joint steps with fold_in(seed, step)
+    n = world * N_LOCAL
+    steps = [
+        jestcore.independent_select(
+            torch.zeros(n), world * B, seed=jestcore.fold_in(SELECTOR_SEED, 0)
+        )
+    ]
+    for t in (1, 2):
+        steps.append(
+            jestcore.joint_select_embeddings(
+                learner,
+                reference,
+                world * B,
+                n_chunks=CHUNKS,
+                seed=jestcore.fold_in(SELECTOR_SEED, t),
+            )
+        )
+    for t, exp in enumerate(steps):
+        shares = [results[r][f"selector{t}/indices"] for r in range(world)]
+        assert interleave(shares).tolist() == exp.tolist(), t
+        assert all(
+            results[r][f"selector{t}/id"].tolist() == shares[r].tolist() for r in range(world)
+        )
+    for r in range(world):
+        assert "same size on every rank" in str(results[r]["size_error"]), r
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -169,7 +169,7 @@ def _as_arrays(out: Any, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], dic
 
     if isinstance(out, tuple) and len(out) == 4:
         p = jestcore.PairEmbeddings(*out)
-        scalars = {k: float(getattr(p, k)) for k in ("scale", "bias")}
+        scalars = {k: float(_scalar(getattr(p, k))) for k in ("scale", "bias")}
         return {"image": host(p.image, "image"), "text": host(p.text, "text")}, scalars
     if isinstance(out, torch.Tensor):
         return {"values": host(out, "the output")}, {}
@@ -177,6 +177,10 @@ def _as_arrays(out: Any, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], dic
         "forward must return jestcore.PairEmbeddings(image, text, scale, bias) or a tensor of "
         f"per-example values, got {type(out).__name__}"
     )
+
+
+def _scalar(x: Any) -> Any:
+    return x.detach() if isinstance(x, torch.Tensor) else x
 
 
 def _ids_array(ids: Any, n: int | None, what: str) -> np.ndarray:

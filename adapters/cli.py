@@ -45,11 +45,12 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"jestcore demo: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    if args.workers is not None and args.workers < 1:
-        print(f"jestcore demo: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+    workers = demo.default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        print(f"jestcore demo: error: --workers must be >= 1, got {workers}", file=sys.stderr)
         return 2
     results = demo.run_demo(
-        config, backend=trainer, out=out, progress=not args.no_progress, workers=args.workers
+        config, backend=trainer, out=out, progress=not args.no_progress, workers=workers
     )
     print(demo.format_table(results))
     print(

@@ -784,7 +784,7 @@ def run_demo(
     backend: str | Trainer = "torch",
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Runs every method of ``config`` for every seed and returns (and writes) the results.
 
@@ -797,10 +797,11 @@ def run_demo(
         backend: ``"torch"``, ``"jax"``, or a module following :class:`Trainer`.
         out: Folder to write ``results.json`` and ``curves.png`` to (created), or ``None``.
         progress: Show tqdm progress bars (on stderr).
-        workers: Processes that train in parallel (spawned; each loads the backend once);
-            ``1`` runs everything in this process. Default: :func:`default_workers`, at most
-            the number of runs. A backend given as a module object must be importable by its
-            ``__name__`` to run in workers.
+        workers: Processes that train in parallel (at most the number of runs are used);
+            ``1`` runs everything in this process. Workers are *spawned* and load the backend
+            once each: call from under ``if __name__ == "__main__":`` in a script, and give
+            a backend module that is importable by its ``__name__``. ``jestcore demo`` uses
+            :func:`default_workers`.
 
     Returns:
         The results (see :func:`summarize`).
@@ -814,8 +815,7 @@ def run_demo(
         config = DemoConfig()
     if not isinstance(config, DemoConfig):
         raise TypeError(f"config must be a DemoConfig, got {type(config).__name__}")
-    if workers is not None:
-        _check_int("workers", workers, 1)
+    _check_int("workers", workers, 1)
     trainer = load_backend(backend) if isinstance(backend, str) else backend
     module_name = getattr(trainer, "__name__", "custom")
     backend_name = {v: k for k, v in BACKENDS.items()}.get(module_name, module_name)
@@ -823,8 +823,7 @@ def run_demo(
     data = make_digits(config.data)
     needs_reference = any(METHOD_SPECS[m].uses_reference for m in config.methods)
     n_runs = config.seeds * len(config.methods)
-    if workers is None:
-        workers = min(default_workers(), n_runs)
+    workers = min(workers, n_runs)
     if workers > 1:
         curves, reference_metrics = _run_parallel(
             config, module_name, needs_reference, workers, progress
@@ -1079,12 +1078,13 @@ def _mean_sd(values: Sequence[float | None], fmt: str) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The report: one row per method, mean ± sd over seeds.
+    """The report: one row per method.
 
-    Columns: final zero-shot accuracy, final recall@1, steps to the target (uniform's final
-    accuracy), FLOPs to the target including scoring and the cached reference pass, FLOPs per
-    step and its scoring share. A seed that never reaches the target is left out of the mean;
-    ``(k/n)`` says how many did.
+    Columns: final zero-shot accuracy and recall@1 (mean ± sd over seeds); steps to the target
+    (uniform's final accuracy) on the seed-mean curve, and per seed (mean ± sd; a seed that
+    never reaches it is left out, ``(k/n)`` says how many did); FLOPs to the target on the
+    seed-mean curve, including scoring, selection and the cached reference pass, and as a
+    multiple of uniform's; FLOPs per step and the share spent choosing the batch.
 
     Args:
         results: The output of :func:`summarize` / :func:`run_demo`.
@@ -1101,18 +1101,24 @@ def format_table(results: dict[str, Any]) -> str:
         "",
     ]
     header = (
-        f"{'method':<15}{'final accuracy':>18}{'recall@1':>17}{'steps to target':>20}"
-        f"{'FLOPs to target':>26}{'FLOPs/step':>12}{'scoring':>9}"
+        f"{'method':<15}{'final accuracy':>16}{'recall@1':>16}{'steps to target':>17}"
+        f"{'per seed':>20}{'FLOPs to target':>17}{'x uniform':>11}{'FLOPs/step':>12}"
+        f"{'choosing':>10}"
     )
     lines += [header, "-" * len(header)]
     for method, entry in results["methods"].items():
         fps = entry["flops_per_step"]
+        steps = entry["mean_curve_steps_to_target"]
+        flops = entry["mean_curve_flops_to_target"]
+        ratio = results["speedups"][method]["flops_to_target_over_uniform"]
         lines.append(
-            f"{method:<15}{_mean_sd(entry['final_accuracy'], '.3f'):>18}"
-            f"{_mean_sd(entry['final_recall_at_1'], '.3f'):>17}"
+            f"{method:<15}{_mean_sd(entry['final_accuracy'], '.3f'):>16}"
+            f"{_mean_sd(entry['final_recall_at_1'], '.3f'):>16}"
+            f"{'never' if steps is None else steps:>17}"
             f"{_mean_sd(entry['steps_to_target'], '.0f'):>20}"
-            f"{_mean_sd(entry['flops_to_target'], '.2e'):>26}"
-            f"{fps['total']:>12.2e}{fps['scoring'] / fps['total']:>9.0%}"
+            f"{'never' if flops is None else format(flops, '.2e'):>17}"
+            f"{'-' if ratio is None else format(ratio, '.2f'):>11}"
+            f"{fps['total']:>12.2e}{fps['scoring'] / fps['total']:>10.0%}"
         )
     if "reference" in results:
         ref = results["reference"]["zero_shot"]
@@ -1126,9 +1132,9 @@ def format_table(results: dict[str, Any]) -> str:
     if jest is not None and jest["uniform_steps_to_target_over_steps_to_target"] is not None:
         ratio = jest["uniform_steps_to_target_over_steps_to_target"]
         lines.append(
-            f"jest vs uniform (seed-mean curves): {ratio:.1f}x "
-            f"fewer steps to the target ({jest['run_steps_over_steps_to_target']:.1f}x fewer "
-            f"than the whole run), {jest['flops_to_target_over_uniform']:.2f}x the FLOPs"
+            f"jest vs uniform (seed-mean curves): {ratio:.1f}x fewer steps to the target "
+            f"({jest['run_steps_over_steps_to_target']:.1f}x fewer than the whole run), "
+            f"{jest['flops_to_target_over_uniform']:.2f}x the FLOPs"
         )
     return "\n".join(lines)
 

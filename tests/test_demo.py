@@ -415,7 +415,7 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
     assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["config"] == demo.DemoConfig.quick() and seen["progress"] is True
-    assert seen["workers"] is None
+    assert seen["workers"] == demo.default_workers()
 
 
 def test_cli_reports_bad_options_clearly(

@@ -212,7 +212,7 @@ def test_train_rejects_bad_inputs(small_data) -> None:
     model = T.DualEncoder(T.ImageMLP(64, 8, 4), T.BagOfWords(34, 4), generator=0)
     with pytest.raises(ValueError, match="method"):
         T.train(model, x, t, steps=1, batch_size=8, method="best")
-    with pytest.raises(ValueError, match="needs reference"):
+    with pytest.raises(ValueError, match="needs the reference's embeddings"):
         T.train(model, x, t, steps=1, batch_size=8, n_chunks=4, method="jest")
     with pytest.raises(ValueError, match="scoring_images"):
         T.train(model, x, t, steps=1, batch_size=8, n_chunks=4, method="flexi_jest")
@@ -259,6 +259,22 @@ def test_demo_backend_protocol_smoke(small_data) -> None:
     assert len(start) == 2
     # Different methods train on different rows, so they end differently.
     assert len({tuple(c.zero_shot) for c in curves.values()}) > 1
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_serial_results() -> None:
+    config = demo.DemoConfig.quick(
+        seeds=1, steps=40, eval_every=20, reference_steps=20, methods=("uniform", "flexi_jest")
+    )
+    serial = demo.run_demo(config, progress=False, workers=1)
+    parallel = demo.run_demo(config, progress=False, workers=2)
+    assert parallel["workers"] == 2 and serial["workers"] == 1
+    for method in config.methods:
+        assert (
+            serial["methods"][method]["curves"]["zero_shot"]
+            == parallel["methods"][method]["curves"]["zero_shot"]
+        )
+    assert serial["reference"] == parallel["reference"]
 
 
 # ----------------------------------------------------------------------------------------------

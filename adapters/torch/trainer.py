@@ -5,10 +5,11 @@ Two layers:
 * **General** (your arrays, your models): :class:`DualEncoder` wraps any image encoder and text
   encoder (``nn.Module`` s that return embeddings) with L2 normalization and SigLIP's learnable
   temperature and bias; :func:`siglip_loss` is the loss; :func:`train` trains a dual encoder on
-  image/token arrays with uniform sampling or a selection method (scores and selection from
-  :func:`jestcore.adapters.demo.select_sub_batch`: the spec's streaming joint selection or
-  independent selection), Adam with warm-up and cosine decay, and an evaluation callback;
-  :func:`embed_arrays` embeds arrays in batches without gradients.
+  image/token arrays with uniform sampling or a selection method (the spec's streaming joint
+  selection or independent selection, through :func:`jestcore.adapters.torch.select_batch` on
+  accelerators), reference embeddings from arrays or an
+  :class:`~jestcore.adapters.torch.EmbeddingCache`, Adam with warm-up and cosine decay, and an
+  evaluation callback; :func:`embed_arrays` embeds arrays in batches without gradients.
 * **Demo backend** (the :class:`jestcore.adapters.demo.Trainer` protocol):
   :func:`train_reference`, :func:`embed` and :func:`train_learner` run the recipe of
   :mod:`jestcore.adapters.demo` with :func:`demo_model` (an image MLP whose first layer
@@ -247,19 +248,20 @@ def embed_arrays(
         batch_size: Rows per forward pass.
 
     Returns:
-        A :class:`jestcore.PairEmbeddings` of torch tensors (image, text ``(n, d)``; scale and
-        bias 0-d), detached.
+        A :class:`jestcore.PairEmbeddings` of torch tensors on the model's device (image, text
+        ``(n, d)``; scale and bias 0-d), detached.
     """
     x, t = _as_tensor("images", images), _as_tensor("tokens", tokens, integer=True)
     if x.shape[0] != t.shape[0]:
         raise ValueError(
             f"images and tokens must have the same rows, got {x.shape[0]}, {t.shape[0]}"
         )
+    device = next(iter(model.parameters())).device
     was_training = model.training
     model.eval()
     try:
         parts = [
-            model(x[i : i + batch_size], t[i : i + batch_size])
+            model(x[i : i + batch_size].to(device), t[i : i + batch_size].to(device))
             for i in range(0, len(x), batch_size)
         ]
     finally:
@@ -399,10 +401,12 @@ def train(
     """Trains a SigLIP dual encoder on arrays, sampling uniformly or selecting with JEST.
 
     Every step draws a super-batch of ``N = round(b / (1 - f))`` rows (``b`` for uniform
-    sampling), scores it with the learner (no gradients) and/or the cached ``reference``
-    embeddings, selects ``b`` rows with :func:`jestcore.adapters.demo.select_sub_batch` and
-    takes one Adam step on their SigLIP loss, at a learning rate with linear warm-up and cosine
-    decay to zero. The model is updated in place.
+    sampling), scores it with the learner (in eval mode, no gradients) and/or the cached
+    ``reference`` embeddings, selects ``b`` rows (the spec's streaming joint selection, or
+    independent selection on each pair's own score; see :func:`_select`) and takes one Adam
+    step on their SigLIP loss, at a learning rate with linear warm-up and cosine decay to zero.
+    The model is updated in place; the arrays stay where they are (e.g. CPU) and each step's
+    rows are moved to the model's device.
 
     Args:
         model: A :class:`DualEncoder`, or any module whose ``forward(images, tokens)`` returns
@@ -472,6 +476,7 @@ def train(
         def batches(step: int) -> np.ndarray:
             return super_batch_indices(n, config, seed, step)
 
+    device = next(iter(model.parameters())).device
     checkpoints = set(eval_steps(config)) if evaluate is not None else set()
     history: list[tuple[int, Any]] = []
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -483,24 +488,29 @@ def train(
         if step == steps:
             break
         rows = torch.from_numpy(np.asarray(batches(step), dtype=np.int64))
+        if rows.ndim != 1 or not batch_size <= rows.shape[0] <= n:
+            raise ValueError(
+                f"batches({step}) must give between batch_size = {batch_size} and {n} row "
+                f"indices, got shape {tuple(rows.shape)}"
+            )
         if spec.score is None:
             chosen = rows[:batch_size]
         else:
             learner_emb = None
             if spec.uses_learner:
+                model.eval()  # scoring is inference (dropout off, batch statistics frozen)
                 with torch.no_grad():
-                    learner_emb = model(score_x[rows], t[rows])
-            sel = _select(
-                method,
-                learner_emb,
-                None if reference_rows is None else reference_rows(rows),
-                config,
-                selection_seed(seed, step),
-            )
-            chosen = rows[sel]
+                    learner_emb = model(score_x[rows].to(device), t[rows].to(device))
+                model.train()
+            reference_emb = None
+            if reference_rows is not None:
+                r = reference_rows(rows)
+                reference_emb = r._replace(image=r.image.to(device), text=r.text.to(device))
+            sel = _select(method, learner_emb, reference_emb, config, selection_seed(seed, step))
+            chosen = rows[sel.cpu()]
         for group in optimizer.param_groups:
             group["lr"] = schedule(step, steps, config)
-        loss = siglip_loss(model(x[chosen], t[chosen]))
+        loss = siglip_loss(model(x[chosen].to(device), t[chosen].to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -513,8 +523,8 @@ def train(
 
 def _numpy_embeddings(m: jestcore.PairEmbeddings) -> jestcore.PairEmbeddings:
     return jestcore.PairEmbeddings(
-        m.image.numpy().astype(np.float32, copy=False),
-        m.text.numpy().astype(np.float32, copy=False),
+        m.image.cpu().numpy().astype(np.float32, copy=False),
+        m.text.cpu().numpy().astype(np.float32, copy=False),
         float(m.scale),
         float(m.bias),
     )

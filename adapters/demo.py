@@ -62,6 +62,10 @@ A backend is a module with these functions (all arrays crossing the boundary are
     prompt_emb, data.test)``; call ``on_eval(s, metrics)`` if given. Returns the
     :class:`Curve` of those evaluations.
 
+Runs are independent: :func:`run_demo` may call these functions in spawned worker processes
+(``workers > 1``), one ``(seed, method)`` per call, so a run must depend only on its arguments
+(no global state carried between runs) and return picklable values (NumPy arrays, floats).
+
 The architecture and loss (both backends)
 -----------------------------------------
 * Image encoder: an MLP ``64 -> config.image_hidden -> config.embed_dim`` with a ReLU, then

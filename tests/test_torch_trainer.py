@@ -212,6 +212,10 @@ def test_train_rejects_bad_inputs(small_data) -> None:
     model = T.DualEncoder(T.ImageMLP(64, 8, 4), T.BagOfWords(34, 4), generator=0)
     with pytest.raises(ValueError, match="method"):
         T.train(model, x, t, steps=1, batch_size=8, method="best")
+    with pytest.raises(ValueError, match="seed"):
+        T.train(model, x, t, steps=1, batch_size=8, method="uniform", seed=-1)
+    with pytest.raises(ValueError, match="batches"):
+        T.train(model, x, t, steps=1, batch_size=8, method="uniform", batches=lambda s: [1, 2])
     with pytest.raises(ValueError, match="needs the reference's embeddings"):
         T.train(model, x, t, steps=1, batch_size=8, n_chunks=4, method="jest")
     with pytest.raises(ValueError, match="scoring_images"):

@@ -444,6 +444,8 @@ def train(
     """
     if method not in METHOD_SPECS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     spec = METHOD_SPECS[method]
     if spec.selection == "joint_streaming" and n_chunks > batch_size:
         raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")

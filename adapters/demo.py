@@ -462,7 +462,7 @@ def load_backend(name: str) -> Trainer:
     missing = [f for f in ("train_reference", "embed", "train_learner") if not hasattr(module, f)]
     if missing:
         raise ImportError(f"{BACKENDS[name]} does not provide {missing} (see Trainer)")
-    return module  # type: ignore[return-value]
+    return module
 
 
 # --------------------------------------------------------------------------------------------

@@ -178,11 +178,9 @@ def _reset(module: nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for sub in module.modules():
-            if sub is not module and hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
-            if isinstance(sub, nn.Embedding) and sub.padding_idx is not None:
-                with torch.no_grad():
-                    sub.weight[sub.padding_idx].zero_()
+            reset = getattr(sub, "reset_parameters", None)
+            if sub is not module and callable(reset):
+                reset()  # (nn.Embedding's zeroes its padding row)
 
 
 def demo_model(config: DemoConfig, seed: int) -> DualEncoder:

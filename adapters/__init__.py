@@ -1,5 +1,6 @@
-"""Training-loop integration for jestcore: PyTorch (``jestcore.adapters.torch``), JAX
-(``jestcore.adapters.jax``), the embedded demo data and the command line.
+"""Training-loop integration for jestcore.
 
-Importing this package imports no framework; each submodule imports its own.
+PyTorch (``jestcore.adapters.torch``), JAX (``jestcore.adapters.jax``), the embedded demo data,
+the reference trainers and the command line. Importing this package imports no framework; each
+submodule imports its own.
 """

@@ -179,20 +179,21 @@ def test_selection_under_compile_fullgraph_matches_eager():
 # importing inductor defines torch.utils.mkldnn's TorchScript modules, which warn
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_selection_under_inductor_matches_eager():
-    def small(scores, emb, seed):
+    # The smallest graph that has every part (generator, top-k with tie repair, the streaming
+    # update): inductor compiles for a minute or more on a CPU.
+    def small(emb, seed):
         learner = jestcore.PairEmbeddings(emb[0], emb[1], 10.0, -5.0)
-        reference = jestcore.PairEmbeddings(emb[2], emb[3], 10.0, -5.0)
-        return (
-            jestcore.joint_select(scores, 12, n_chunks=2, seed=seed),
-            jestcore.joint_select_embeddings(learner, reference, 12, n_chunks=2, seed=seed),
-            jestcore.uniform(seed, (2, 48), xp=array_api_compat.array_namespace(scores)),
+        return jestcore.joint_select_embeddings(
+            learner, None, 12, n_chunks=2, score="hard_learner", seed=seed
         )
 
     compiled = torch.compile(small, fullgraph=True)  # the default backend: inductor C++
-    for seed_value in (0, 1):  # the second seed reuses the compiled graph
-        scores, emb, seed, _, _ = _inputs(seed_value)
-        for e, c in zip(small(scores, emb, seed), compiled(scores, emb, seed), strict=True):
-            assert torch.equal(e, c)  # including the generator's wrapping int32 arithmetic
+    for seed_value in (0, 1, 2):  # later seeds reuse the compiled graph
+        _, emb, seed, _, _ = _inputs(seed_value)
+        # equal, including the noise from the generator's wrapping int32 arithmetic
+        assert torch.equal(small(emb, seed), compiled(emb, seed))
+    # the noise decides: the seeds select differently
+    assert len({tuple(compiled(_inputs(0)[1], torch.tensor(s)).tolist()) for s in range(3)}) == 3
 
 
 def test_compiled_selection_never_checks_values():

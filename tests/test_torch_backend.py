@@ -8,6 +8,10 @@ and selection under ``torch.compile(fullgraph=True)`` matching eager.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import array_api_compat
 import numpy as np
 import pytest
@@ -209,3 +213,31 @@ def test_compiled_selection_never_checks_values():
         backend="aot_eager",
     )
     assert 4 not in f(s).tolist()
+
+
+def test_first_call_may_be_compiled_after_importing_the_adapter():
+    # The registry imports the native backend on first use; inside torch.compile that import
+    # would break the graph, so importing the adapter imports the backend up front.
+    code = textwrap.dedent(
+        """
+        import torch
+        import jestcore
+        import jestcore.adapters.torch
+
+        f = torch.compile(
+            lambda s: jestcore.joint_select(s, 3, n_chunks=1, greedy=True),
+            fullgraph=True,
+            backend="eager",
+        )
+        s = torch.eye(6) * torch.arange(6.0)
+        print(f(s).tolist())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-W", "ignore:Dynamo detected a call", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[5, 4, 3]"

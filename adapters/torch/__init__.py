@@ -13,6 +13,8 @@
   (:mod:`jestcore.adapters.torch.distributed`).
 """
 
+import array_api_compat as _compat
+import torch as _torch
 from jestcore.adapters.torch.cache import (
     CacheError,
     EmbeddingCache,
@@ -23,6 +25,10 @@ from jestcore.adapters.torch.distributed import exchange_selected
 from jestcore.adapters.torch.scoring import score_forward
 from jestcore.adapters.torch.selection import JESTSelector, SelectedBatch, select_batch
 from jestcore.adapters.torch.trees import batch_size_of, concat_batches, take_batch
+from jestcore.backends import get_backend as _get_backend
+
+# Import the native backend now: an import inside torch.compile(fullgraph=True) is a graph break.
+_get_backend(_compat.array_namespace(_torch.empty(0)))
 
 __all__ = [
     "CacheError",

@@ -37,14 +37,29 @@ def device_of(x: Any) -> Any:
 
 
 def same_device(arrays: dict[str, Any]) -> Any:
-    """The common device of the named arrays.
+    """The common device of the named arrays (``None`` entries and Python numbers are skipped).
+
+    JAX arrays not committed to a device (e.g. ``jnp.asarray(...)`` without ``device=``) are
+    skipped too, as JAX moves them to wherever the computation runs, and so are arrays with no
+    device (tracers under ``jax.jit``, where JAX places the computation).
+
+    Returns:
+        The device of the first committed array (of the first array if none is committed).
 
     Raises:
-        ValueError: If two arrays live on different devices.
+        ValueError: If two committed arrays live on different devices.
     """
-    devices = {k: device_of(v) for k, v in arrays.items() if v is not None}
-    first = next(iter(devices.items()))
-    for k, d in devices.items():
+    present = {k: v for k, v in arrays.items() if v is not None and not isinstance(v, int | float)}
+    devices = {k: device_of(v) for k, v in present.items()}
+    pinned = [
+        (k, d)
+        for k, d in devices.items()
+        if d is not None and getattr(present[k], "committed", True)
+    ]
+    if not pinned:
+        return next(iter(devices.values()), None)
+    first = pinned[0]
+    for k, d in pinned:
         if d != first[1]:
             raise ValueError(
                 f"{k} is on device {d} but {first[0]} is on {first[1]}: move them together"

@@ -35,6 +35,14 @@ def check_floating(name: str, x: Any, xp: Any, *, ndim: int | None = None) -> No
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
 
 
+def check_nonempty(name: str, x: Any) -> None:
+    """Refuses an empty batch: ``x`` must hold at least one example along its first axis."""
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must hold at least one example (N >= 1), got shape {tuple(x.shape)}"
+        )
+
+
 def check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
     """Raises naming the first NaN or infinite entry of ``x``; skipped for traced arrays."""
     if backend.is_lazy(x):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jestcore import _validation as v
-from jestcore._namespace import namespace_of
+from jestcore._namespace import namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings, _build_terms, _check_embeddings
 
@@ -55,6 +55,7 @@ def batch_score(scores: Any, indices: Any, /) -> Any:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
     backend = get_backend(xp)
     _check_indices(indices, n, xp, backend)
+    same_device({"scores": scores, "indices": indices})
     v.check_finite("scores", scores, xp, backend)
     rows = xp.take(scores, indices, axis=0)
     return xp.asarray(xp.sum(xp.take(rows, indices, axis=1)))
@@ -86,7 +87,7 @@ def batch_score_embeddings(
     Returns:
         A 0-d float32 array (float64 when an input is float64).
     """
-    xp, n, _, models = _check_embeddings(learner, reference, score, indices)
+    xp, n, _, models = _check_embeddings(learner, reference, score, indices=indices)
     b = _check_indices(indices, n, xp, get_backend(xp))
     if block_size is None:
         block_size = max(1, BLOCK_ELEMENTS // b)

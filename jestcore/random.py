@@ -52,7 +52,7 @@ def _mix(x: Any, wrap: Any = None) -> Any:
 
 def _check_seed(seed: Any, name: str = "seed") -> None:
     expected = f"{name} must be an int in [0, 2**32) or a 0-d integer array"
-    if isinstance(seed, bool) or seed is None or isinstance(seed, float):
+    if isinstance(seed, bool) or not (isinstance(seed, int) or hasattr(seed, "dtype")):
         raise TypeError(f"{expected}, got {seed!r}")
     if isinstance(seed, int):
         if not 0 <= seed < 2**32:
@@ -98,7 +98,7 @@ def fold_in(seed: Any, data: int | Any, /) -> Any:
         True
     """
     _check_seed(seed)
-    if isinstance(data, bool):
+    if isinstance(data, bool) or not (isinstance(data, int) or hasattr(data, "dtype")):
         raise TypeError(f"data must be an int or a 0-d integer array, got {data!r}")
     if isinstance(seed, int) and isinstance(data, int):
         key = _mix(_wrap_int(seed) ^ _SEED_MIX, _wrap_int)

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from jestcore import _validation as v
-from jestcore._namespace import device_of, namespace_of
+from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
 
 __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matrix"]
@@ -67,6 +67,7 @@ def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> A
             f"and {tuple(text.shape)}"
         )
     check_scale_bias(scale, bias, xp)
+    same_device({"image": image, "text": text, "scale": scale, "bias": bias})
     n = image.shape[0]
     logits = scale * (image @ xp.matrix_transpose(text)) + bias
     positions = xp.arange(n, device=device_of(image))
@@ -81,6 +82,7 @@ def _check_losses(**losses: Any) -> Any:
     shapes = {name: tuple(loss.shape) for name, loss in losses.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"{' and '.join(shapes)} must have the same shape, got {shapes}")
+    same_device(losses)
     return xp
 
 

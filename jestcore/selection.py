@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jestcore import _validation as v
-from jestcore._namespace import device_of, namespace_of
+from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.random import _gumbel_row, _seed_key
 
@@ -60,9 +60,11 @@ def _check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
     """:func:`~jestcore._validation.check_finite`, first trying one cheap pass: ``sum(x)``.
 
     A NaN or an infinity makes the sum non-finite, so a finite sum proves every entry finite; a
-    non-finite sum (possibly mere overflow) falls back to the exact check and its message.
+    non-finite sum (possibly mere overflow) falls back to the exact check and its message. The
+    sum accumulates in float32 or wider: float16 sums overflow at 65504.
     """
-    if not backend.is_lazy(x) and bool(xp.isfinite(xp.sum(x))):
+    acc = xp.result_type(xp.float32, x.dtype)
+    if not backend.is_lazy(x) and bool(xp.isfinite(xp.sum(x, dtype=acc))):
         return
     v.check_finite(name, x, xp, backend)
 
@@ -134,6 +136,8 @@ def joint_select(
     Args:
         scores: ``(N, N)`` real floating score matrix, e.g. ``learnability(L, R)`` of two
             :func:`~jestcore.sigmoid_loss_matrix` results. Higher means more worth training on.
+            Logits accumulate in float32 (float64 for float64 scores), so float16 and
+            bfloat16 scores cannot overflow in the sums.
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in (the paper uses 16), between 1 and
             ``n_select``; see :func:`chunk_sizes`.
@@ -162,23 +166,27 @@ def joint_select(
     n = scores.shape[0]
     if scores.shape[1] != n:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
+    v.check_nonempty("scores", scores)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    same_device({"scores": scores, "noise": noise, "seed": seed})
     backend = get_backend(xp)
     _check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
 
+    # Logits accumulate in float32 or wider: sums of float16 scores overflow at 65504.
+    dtype = xp.result_type(xp.float32, scores.dtype)
     diag = xp.take(xp.reshape(scores, (-1,)), xp.arange(n, device=device_of(scores)) * (n + 1))
 
     def update(logits: Any, idx: Any) -> Any:
-        rows = xp.sum(xp.take(scores, idx, axis=0), axis=0)
-        cols = xp.sum(xp.take(scores, idx, axis=1), axis=1)
+        rows = xp.sum(xp.take(scores, idx, axis=0), axis=0, dtype=dtype)
+        cols = xp.sum(xp.take(scores, idx, axis=1), axis=1, dtype=dtype)
         return logits + rows + cols
 
     noise_row = _noise_source(seed, noise, greedy, n, xp, device_of(scores))
-    return blocked_select(diag, sizes, noise_row, update, xp)
+    return blocked_select(xp.astype(diag, dtype), sizes, noise_row, update, xp)
 
 
 def independent_select(
@@ -197,7 +205,8 @@ def independent_select(
     per-example terms; for pairwise losses it is the baseline that ignores interactions.
 
     Args:
-        scores: 1-D real floating per-example scores of length N.
+        scores: 1-D real floating per-example scores of length N (perturbed in float32, or
+            float64 for float64 scores).
         n_select: How many examples to select, between 1 and N.
         seed: Seed of the portable generator; the noise equals row 0 of ``joint_select``'s.
         noise: Explicit Gumbel noise of shape ``(N,)``.
@@ -219,12 +228,15 @@ def independent_select(
     """
     xp = namespace_of(scores, noise, name="scores, noise")
     v.check_floating("scores", scores, xp, ndim=1)
+    v.check_nonempty("scores", scores)
     n = scores.shape[0]
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     v.check_randomness(seed, noise, greedy, (n,), xp)
+    same_device({"scores": scores, "noise": noise, "seed": seed})
     backend = get_backend(xp)
     v.check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
     noise_row = _noise_source(seed, noise, greedy, n, xp, device_of(scores))
-    return blocked_select(scores, (n_select,), noise_row, lambda lg, idx: lg, xp)
+    logits = xp.astype(scores, xp.result_type(xp.float32, scores.dtype), copy=False)
+    return blocked_select(logits, (n_select,), noise_row, lambda lg, idx: lg, xp)

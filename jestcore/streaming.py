@@ -126,10 +126,11 @@ def joint_select_embeddings(
         >>> joint_select_embeddings(emb, None, 4, n_chunks=2, score="hard_learner", seed=0).shape
         (4,)
     """
-    xp, n, device, models = _check_embeddings(learner, reference, score, noise)
+    xp, n, device, models = _check_embeddings(learner, reference, score, noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    same_device({f"{models[0][0]}.image": models[0][1].image, "seed": seed})
     if block_size is None:
         block_size = max(1, BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
@@ -152,20 +153,24 @@ def joint_select_embeddings(
 
 
 def _check_embeddings(
-    learner: Any, reference: Any, score: str, *others: Any
+    learner: Any, reference: Any, score: str, **others: Any
 ) -> tuple[Any, int, Any, list[tuple[str, PairEmbeddings, int]]]:
     """Static checks of the models that ``score`` needs (types, shapes, namespace, device).
+
+    ``others`` are further arrays of the call (e.g. ``noise``), by name: they must share the
+    embeddings' namespace and device.
 
     Returns:
         ``(xp, N, device, [(name, embeddings, sign), ...])``.
     """
     models = _models(learner, reference, score)
     arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
-    xp = namespace_of(*arrays.values(), *others, name=", ".join(arrays))
+    xp = namespace_of(*arrays.values(), *others.values(), name=", ".join([*arrays, *others]))
     n = None
     for name, m, _ in models:
         v.check_floating(f"{name}.image", m.image, xp, ndim=2)
         v.check_floating(f"{name}.text", m.text, xp, ndim=2)
+        v.check_nonempty(f"{name}.image", m.image)
         if m.image.shape != m.text.shape:
             raise ValueError(
                 f"{name}.image and {name}.text must have the same shape (N, d), got "
@@ -179,7 +184,8 @@ def _check_embeddings(
         n = m.image.shape[0]
         check_scale_bias(m.scale, m.bias, xp)
     assert n is not None
-    return xp, n, same_device(arrays), models
+    scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("scale", "bias")}
+    return xp, n, same_device({**arrays, **scalars, **others}), models
 
 
 def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list[_Terms]:

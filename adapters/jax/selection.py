@@ -36,6 +36,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -50,6 +51,21 @@ from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings, _models, _Terms
 __all__ = ["gumbel_rows", "joint_select", "joint_select_embeddings"]
 
 _backend = get_backend(jnp)
+
+
+def check_jax(**arrays: Any) -> None:
+    """Refuses other frameworks' arrays: each must be a JAX array (or NumPy, which JAX converts).
+
+    ``None`` and Python numbers are skipped (their own checks follow).
+    """
+    for name, x in arrays.items():
+        if x is None or isinstance(x, int | float):
+            continue
+        if not (array_api_compat.is_jax_array(x) or array_api_compat.is_numpy_array(x)):
+            raise TypeError(
+                f"{name} must be a JAX array (or a NumPy array, which JAX converts), got "
+                f"{type(x).__module__}.{type(x).__name__}"
+            )
 
 
 def gumbel_rows(seed: Any, n_rows: int, n: int, /, *, offset: Any = 0) -> Any:
@@ -198,10 +214,12 @@ def joint_select(
         [0, 2]
     """
     xp = jnp
+    check_jax(scores=scores, noise=noise)
     v.check_floating("scores", scores, xp, ndim=2)
     n = scores.shape[0]
     if scores.shape[1] != n:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
+    v.check_nonempty("scores", scores)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
@@ -222,14 +240,15 @@ def _joint_select(
 ) -> Any:
     """The compiled part of :func:`joint_select` (inlined when called under an outer jit)."""
     n = scores.shape[0]
+    dtype = jnp.result_type(jnp.float32, scores.dtype)  # as the spec: float16 sums overflow
 
     def update(logits: Any, idx: Any) -> Any:
-        rows = jnp.sum(jnp.take(scores, idx, axis=0), axis=0)
-        cols = jnp.sum(jnp.take(scores, idx, axis=1), axis=1)
+        rows = jnp.sum(jnp.take(scores, idx, axis=0), axis=0, dtype=dtype)
+        cols = jnp.sum(jnp.take(scores, idx, axis=1), axis=1, dtype=dtype)
         return logits + rows + cols
 
     return chunk_loop(
-        jnp.diagonal(scores),
+        jnp.diagonal(scores).astype(dtype),
         sizes,
         _noise(seed, noise, greedy, len(sizes), n),
         _backend.top_k,
@@ -249,10 +268,12 @@ def check_embeddings(
     """
     models = _models(learner, reference, score)
     arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
+    check_jax(**arrays)
     n = None
     for name, m, _ in models:
         v.check_floating(f"{name}.image", m.image, jnp, ndim=2)
         v.check_floating(f"{name}.text", m.text, jnp, ndim=2)
+        v.check_nonempty(f"{name}.image", m.image)
         if m.image.shape != m.text.shape:
             raise ValueError(
                 f"{name}.image and {name}.text must have the same shape (N, d), got "
@@ -354,6 +375,7 @@ def joint_select_embeddings(
         (4,)
     """
     _, arrays, n = check_embeddings(learner, reference, score)
+    check_jax(noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), jnp)

@@ -6,7 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jestcore.adapters.jax.selection import _backend
+from jestcore.adapters.jax.selection import _backend, check_jax
 
 __all__ = ["gather", "leading_size"]
 
@@ -26,6 +26,7 @@ def leading_size(tree: Any) -> int:
         name = "batch" + jax.tree_util.keystr(path)
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             raise TypeError(f"{name} must be an array, got {type(leaf).__name__}")
+        check_jax(**{name: leaf})
         if leaf.ndim == 0:
             raise ValueError(f"{name} must have a leading batch axis, got a 0-d array")
         sizes[name] = leaf.shape[0]
@@ -61,6 +62,7 @@ def gather(tree: Any, indices: Any, /) -> Any:
         ([[4.0, 5.0], [0.0, 1.0]], [9, 7])
     """
     n = leading_size(tree)
+    check_jax(indices=indices)
     if (
         not hasattr(indices, "ndim")
         or indices.ndim != 1

@@ -130,6 +130,11 @@ def _gumbel_row(key: Any, row: int, n: int, xp: Any, device: Any) -> Any:
 
 def _stack_rows(fn: Any, seed: Any, shape: tuple[int, ...], xp: Any, device: Any) -> Any:
     _check_seed(seed)
+    if not all(hasattr(xp, f) for f in ("asarray", "arange", "stack", "log")):
+        raise TypeError(
+            "xp must be an array-API namespace (e.g. numpy, jax.numpy or "
+            f"array_api_compat.torch), got {xp!r}"
+        )
     if len(shape) not in (1, 2) or any(not isinstance(s, int) or s < 0 for s in shape):
         raise ValueError(f"shape must be (n,) or (rows, n) of non-negative ints, got {shape!r}")
     if shape[-1] >= 2**31:

@@ -52,6 +52,11 @@ def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> A
     Returns:
         The ``(N, N)`` loss matrix, entry ``(i, j)`` pairing image i with text j.
 
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If the shapes differ, arrays are on different devices, or (outside
+            tracing) an embedding, ``scale`` or ``bias`` is NaN or infinite.
+
     Example:
         >>> import numpy as np
         >>> e = np.eye(2)
@@ -68,11 +73,14 @@ def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> A
         )
     check_scale_bias(scale, bias, xp)
     same_device({"image": image, "text": text, "scale": scale, "bias": bias})
+    backend = get_backend(xp)
+    v.check_finite("image", image, xp, backend)
+    v.check_finite("text", text, xp, backend)
     n = image.shape[0]
     logits = scale * (image @ xp.matrix_transpose(text)) + bias
     positions = xp.arange(n, device=device_of(image))
     diagonal = positions[:, None] == positions[None, :]
-    return get_backend(xp).softplus(xp.where(diagonal, -logits, logits))
+    return backend.softplus(xp.where(diagonal, -logits, logits))
 
 
 def _check_losses(**losses: Any) -> Any:

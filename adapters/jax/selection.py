@@ -43,7 +43,7 @@ from jax import lax
 from jestcore.backends import get_backend
 
 from jestcore import _validation as v
-from jestcore.random import _GOLDEN, _MANTISSA_BITS, _mix, _seed_key, _srl
+from jestcore.random import _GOLDEN, _MANTISSA_BITS, _check_seed, _mix, _seed_key, _srl
 from jestcore.scores import check_scale_bias
 from jestcore.selection import chunk_sizes
 from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings, _models, _Terms
@@ -83,7 +83,22 @@ def gumbel_rows(seed: Any, n_rows: int, n: int, /, *, offset: Any = 0) -> Any:
 
     Returns:
         A float32 array of shape ``(n_rows, n)``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If the seed, a size or the offset is out of range.
     """
+    _check_seed(seed)
+    n_rows = v.check_int("n_rows", n_rows, low=0)
+    n = v.check_int("n", n, low=0, high=2**31 - 1, high_doc="2**31 - 1")
+    if isinstance(offset, int):
+        v.check_int("offset", offset, low=0, high=2**31 - 1, high_doc="2**31 - 1")
+    elif not (
+        array_api_compat.is_jax_array(offset)
+        and offset.ndim == 0
+        and jnp.issubdtype(offset.dtype, jnp.integer)
+    ):
+        raise TypeError(f"offset must be an int or a 0-d integer JAX array, got {offset!r}")
     key = _seed_key(seed, jnp, None)
     rows = jnp.arange(n_rows, dtype=jnp.int32)
     row_key = _mix(key + (rows + 1) * _GOLDEN)[:, None]  # int32 wraps as _wrap_int does

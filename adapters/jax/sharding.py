@@ -41,6 +41,7 @@ from jestcore.adapters.jax.selection import (
     as_seed,
     blocked_update,
     check_embeddings,
+    check_jax,
     chunk_loop,
     embedding_terms,
     gumbel_rows,
@@ -314,6 +315,7 @@ def gather_sharded(
     devices = _check_mesh(mesh, axis, scope)
     n = leading_size(tree)
     _divisible("the super-batch size", n, devices, axis)
+    check_jax(indices=indices)
     if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must be a 1-D integer array, got {indices.shape} {indices.dtype}")
     _divisible("len(indices)", indices.shape[0], devices, axis)

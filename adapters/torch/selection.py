@@ -59,7 +59,7 @@ def _detach(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-def _pair(name: str, x: Any) -> jestcore.PairEmbeddings:
+def _pair(x: Any) -> jestcore.PairEmbeddings:
     return jestcore.PairEmbeddings(*(_detach(v) for v in x))
 
 
@@ -109,7 +109,7 @@ def _check_models(learner: Any, reference: Any, scores: Any, score: str) -> tupl
         if m is None:
             raise ValueError(f'score="{score}" needs the {name}\'s outputs, got {name}=None')
         if _is_pair(m):
-            models[name] = _pair(name, m)
+            models[name] = _pair(m)
         elif isinstance(m, torch.Tensor) and m.ndim == 1:
             models[name] = m.detach()
         else:

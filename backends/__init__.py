@@ -18,6 +18,7 @@ pure array-API ``generic`` module.
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -62,3 +63,17 @@ def get_backend_module(name: str) -> ModuleType:
     if name not in BACKEND_NAMES:
         raise ValueError(f"name must be one of {BACKEND_NAMES}, got {name!r}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def _preload() -> None:
+    """Loads the native backends of frameworks that are already imported.
+
+    Importing a module inside ``torch.compile(fullgraph=True)`` breaks the graph, so a backend
+    is best loaded before the first compiled call; this never imports a framework itself.
+    """
+    for name in ("torch", "jax"):
+        if name in sys.modules and name not in _cache:
+            _cache[name] = get_backend_module(name)
+
+
+_preload()

@@ -9,6 +9,8 @@
   hook for a cheaper scoring forward (Flexi).
 * :func:`precompute_reference_embeddings` and :class:`EmbeddingCache`: the frozen reference's
   embeddings, computed once, stored safely, looked up by example id.
+* :func:`train`, :class:`DualEncoder`, :func:`siglip_loss`: a minimal SigLIP dual-encoder
+  reference trainer for user arrays and models (:mod:`jestcore.adapters.torch.trainer`).
 * ``scope="local"`` / ``"global"``: selection per rank or over all ranks' super-batches
   (:mod:`jestcore.adapters.torch.distributed`).
 """
@@ -24,6 +26,14 @@ from jestcore.adapters.torch.cache import (
 from jestcore.adapters.torch.distributed import exchange_selected
 from jestcore.adapters.torch.scoring import score_forward
 from jestcore.adapters.torch.selection import JESTSelector, SelectedBatch, select_batch
+from jestcore.adapters.torch.trainer import (
+    BagOfWords,
+    DualEncoder,
+    ImageMLP,
+    embed_arrays,
+    siglip_loss,
+    train,
+)
 from jestcore.adapters.torch.trees import batch_size_of, concat_batches, take_batch
 from jestcore.backends import get_backend as _get_backend
 
@@ -31,16 +41,22 @@ from jestcore.backends import get_backend as _get_backend
 _get_backend(_compat.array_namespace(_torch.empty(0)))
 
 __all__ = [
+    "BagOfWords",
     "CacheError",
+    "DualEncoder",
     "EmbeddingCache",
+    "ImageMLP",
     "JESTSelector",
     "SelectedBatch",
     "batch_size_of",
     "concat_batches",
+    "embed_arrays",
     "exchange_selected",
     "model_fingerprint",
     "precompute_reference_embeddings",
     "score_forward",
     "select_batch",
+    "siglip_loss",
     "take_batch",
+    "train",
 ]

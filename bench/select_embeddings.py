@@ -158,6 +158,11 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
 
     import jestcore
 
+    if fw == "torch":
+        import torch
+
+        if spec.get("torch_threads"):
+            torch.set_num_threads(spec["torch_threads"])
     scale, bias = spec["scale"], spec["bias"]
     n_select, n_chunks, seed = spec["n_select"], spec["n_chunks"], spec["seed"]
     arrays = _to_framework(_embeddings(n, spec["d"], seed), fw)
@@ -196,6 +201,8 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
         "d": (floor, (models,)),
     }[method]
     result: dict[str, Any] = {"rss_after_setup_mib": round(c.current_rss_mib(), 1)}
+    if fw == "torch":
+        result["threads"] = torch.get_num_threads()
     sync: Any = lambda r: r  # noqa: E731
     if fw == "jax":
         import jax
@@ -206,6 +213,9 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         compiled = jax.jit(fn).lower(*fn_args).compile()
         result["compile_seconds"] = round(time.perf_counter() - start, 4)
+        memory = compiled.memory_analysis()
+        if memory is not None:  # XLA's plan for the temporaries of the compiled program
+            result["xla_temp_mib"] = round(memory.temp_size_in_bytes / 2**20, 1)
         fn = compiled
 
         def sync(r: Any) -> Any:
@@ -267,7 +277,7 @@ def _overlap(a: list[int] | None, b: list[int] | None) -> float | None:
     return round(len(set(a) & set(b)) / len(a), 4)
 
 
-def _plot(rows: list[dict[str, Any]], paper: dict[str, Any] | None, path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], papers: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,15 +296,16 @@ def _plot(rows: list[dict[str, Any]], paper: dict[str, Any] | None, path: Path) 
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, styles[m], color=colors[fw], label=f"{fw} ({m}) {name}", ms=5)
-    if paper and paper.get("seconds"):
-        ax.plot(
-            [paper["N"]], [paper["seconds"]], "*", color=colors[paper["framework"]], ms=14,
-            label=f"{paper['framework']} (a) paper scale, b = {paper['n_select']}",
-        )  # fmt: skip
+    for run, marker in zip(papers, "*PDX", strict=False):
+        if run.get("seconds"):
+            ax.plot(
+                [run["N"]], [run["seconds"]], marker, color=colors[run["framework"]], ms=12,
+                label=f"{run['framework']} (a) paper scale, b = {run['n_select']}",
+            )  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("super-batch size N")
-    ax.set_ylabel("seconds (CPU)")
+    ax.set_ylabel("wall-clock seconds (CPU backends)")
     ax.set_title("Joint selection from embeddings, d = 256, f = 0.8, 16 chunks")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
@@ -317,6 +328,7 @@ def _spec(fw: str, method: str, n: int, n_select: int, args: Any) -> dict[str, A
         "bias": args.bias,
         "repeats": args.repeats if n <= args.repeat_max_n else 1,
         "warmup": True,
+        "torch_threads": args.torch_threads,
     }
 
 
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=10.0, help="sigmoid-loss temperature")
     p.add_argument("--bias", type=float, default=-10.0, help="sigmoid-loss bias")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=None, help="default: torch's own")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (best) for small N")
     p.add_argument("--repeat-max-n", type=int, default=4096, help="larger N are timed once")
     p.add_argument("--max-seconds", type=float, default=300.0, help="skip (b)/(c) above this")
@@ -338,7 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-paper", action="store_true", help="skip the paper-scale run")
     p.add_argument("--paper-n", type=int, default=163840)
     p.add_argument("--paper-b", type=int, default=32768)
-    p.add_argument("--paper-framework", choices=FRAMEWORKS, default=None)
+    p.add_argument(
+        "--paper-frameworks",
+        nargs="+",
+        choices=(*FRAMEWORKS, "fastest"),
+        default=["fastest"],
+        help="backends of the paper-scale run ('fastest': by (a) at the largest N)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     p.add_argument("--out", type=Path, default=None, help="JSON output path (plot alongside)")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -393,43 +412,46 @@ def main(argv: list[str] | None = None) -> int:
             row["x_floor" + suffix] = round(row[unit] / floor, 3) if floor else None
             row["speedup_vs_literal" + suffix] = round(literal / row[unit], 2) if literal else None
 
-    paper: dict[str, Any] | None = None
+    papers: list[dict[str, Any]] = []
     if not args.no_paper:
-        fw = args.paper_framework or _fastest(rows)
-        if fw is None:
+        chosen = [_fastest(rows) if fw == "fastest" else fw for fw in args.paper_frameworks]
+        if None in chosen:
             print("skip paper-scale run: no (a) timing to pick a backend", file=sys.stderr)
-        else:
+        for fw in dict.fromkeys(f for f in chosen if f is not None):
             spec = _spec(fw, "a", args.paper_n, args.paper_b, args)
-            spec["repeats"], spec["warmup"] = 1, True
+            spec["repeats"] = 1
             print(f"run  paper scale {fw} (a) N = {args.paper_n} ...", file=sys.stderr, end=" ")
             result = c.run_child(SCRIPT, spec, timeout=args.timeout)
             print(result.get("seconds", result.get("error")), file=sys.stderr, flush=True)
             result.pop("indices", None)
-            paper = {
-                "framework": fw,
-                "method": "stream",
-                "label": "a",
-                "N": args.paper_n,
-                "n_select": args.paper_b,
-                "paper_scale": True,
-                **result,
-            }
+            papers.append(
+                {
+                    "framework": fw,
+                    "method": "stream",
+                    "label": "a",
+                    "N": args.paper_n,
+                    "n_select": args.paper_b,
+                    "paper_scale": True,
+                    "fastest": fw == _fastest(rows),
+                    **result,
+                }
+            )
     columns = [
         "framework", "label", "method", "N", "seconds", "cpu_seconds", "compile_seconds",
         "peak_rss_mib",
         "x_floor", "x_floor_cpu", "speedup_vs_literal", "speedup_vs_literal_cpu", "overlap",
         "same_order",
     ]  # fmt: skip
-    print(c.table(rows + ([paper] if paper else []), columns))
+    print(c.table(rows + papers, columns))
     for row in rows:
         if row.get("skipped") or row.get("error"):
             print(f"  {row['framework']} ({row['label']}) N = {row['N']}: "
                   f"{row.get('skipped') or row.get('error')}")  # fmt: skip
-    summary = _summary(rows, paper)
+    summary = _summary(rows, papers)
     for line in summary.get("lines", []):
         print(line)
     plot = out.with_suffix(".png")
-    _plot(rows, paper, plot)
+    _plot(rows, papers, plot)
     c.write_json(
         out,
         {
@@ -443,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": env["command"],
             "environment": env,
             "summary": {k: v for k, v in summary.items() if k != "lines"},
-            "results": rows + ([paper] if paper else []),
+            "results": rows + papers,
         },
     )
     print(f"wrote {out} and {plot}")
@@ -459,7 +481,7 @@ def _fastest(rows: list[dict[str, Any]]) -> str | None:
     return min((r for r in timed if r["N"] == n), key=lambda r: r["seconds"])["framework"]
 
 
-def _summary(rows: list[dict[str, Any]], paper: dict[str, Any] | None) -> dict[str, Any]:
+def _summary(rows: list[dict[str, Any]], papers: list[dict[str, Any]]) -> dict[str, Any]:
     a_rows = [r for r in rows if r["label"] == "a" and r["N"] == TARGET_N and r.get("seconds")]
     out: dict[str, Any] = {"lines": []}
     if a_rows:
@@ -476,18 +498,23 @@ def _summary(rows: list[dict[str, Any]], paper: dict[str, Any] | None) -> dict[s
         out["lines"].append(f"\nTargets at N = {TARGET_N}, fastest backend {best['framework']}:")
         for k, (v, ok) in checks.items():
             out["lines"].append(f"  {k}: {c.fmt(v)} -> {'met' if ok else 'NOT met'}")
-    if paper is not None:
-        rss = paper.get("peak_rss_mib")
+    for run in papers:
+        rss = run.get("peak_rss_mib")
         ok = rss is not None and rss < 4096
-        out["paper_scale"] = {
-            "framework": paper["framework"],
-            "seconds": paper.get("seconds"),
-            "peak_rss_mib": rss,
-            "met_rss<4GiB": ok,
-        }
+        out.setdefault("paper_scale", []).append(
+            {
+                "framework": run["framework"],
+                "fastest": run["fastest"],
+                "seconds": run.get("seconds"),
+                "peak_rss_mib": rss,
+                "met_rss<4GiB": ok,
+                "error": run.get("error"),
+            }
+        )
         out["lines"].append(
-            f"  paper scale ({paper['framework']}): {c.fmt(paper.get('seconds'))} s, peak RSS "
-            f"{c.fmt(rss)} MiB -> {'met' if ok else 'NOT met'} (< 4096 MiB)"
+            f"  paper scale ({run['framework']}{', fastest' if run['fastest'] else ''}): "
+            f"{c.fmt(run.get('seconds'))} s, peak RSS {c.fmt(rss)} MiB -> "
+            f"{'met' if ok else 'NOT met'} (< 4096 MiB)"
         )
     return out
 

@@ -19,17 +19,45 @@ Two scopes (see :class:`~jestcore.adapters.torch.JESTSelector`):
 
   Rank 0's selection is broadcast, so all ranks train on exactly one global selection even if
   a device's kernels were not bitwise deterministic.
+
+Faults. Before its collectives, a global selection runs :func:`agree`: every rank checks its
+own inputs, then all ranks all-gather one small status vector (an ok flag, the sizes, options
+and seed, scale and bias, and hashes of the outputs' and the batch's layouts) and read it on the
+host (one synchronisation per step). If a rank refused its inputs (say a NaN in its embeddings),
+every rank raises the same error, naming that rank and its message; if the ranks disagree (a
+different seed, ``n_chunks`` or batch layout on one rank), every rank raises a ``ValueError``
+naming what differs. So a bad input on one rank never leaves the others waiting in a collective.
+
+What this cannot catch is a rank that never reaches the selection (it crashed or hangs in your
+code, or called it with another ``scope``): the others then wait in the status exchange until
+the process group's timeout, ``torch.distributed.init_process_group(..., timeout=...)``, which
+bounds every collective (gloo raises a ``RuntimeError`` when it expires or when a peer's
+connection closes; with NCCL, PyTorch's watchdog aborts the group). Set it to a few times your
+slowest step rather than relying on the default of tens of minutes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from jestcore.adapters.torch.trees import leaves, map_batch
+from jestcore.adapters.torch.trees import batch_size_of, leaves, map_batch
+from jestcore.backends.torch import is_lazy
 
-__all__ = ["EXCHANGES", "all_gather_rows", "exchange_selected", "rank_and_world", "shares"]
+__all__ = [
+    "EXCHANGES",
+    "agree",
+    "all_gather_rows",
+    "exchange_selected",
+    "rank_and_world",
+    "shares",
+    "stable_hash",
+]
 
 #: How the selected examples reach the rank that trains on them.
 EXCHANGES = ("padded", "exact")
@@ -42,27 +70,116 @@ def rank_and_world(group: Any = None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def check_equal_sizes(n_local: int, group: Any = None) -> None:
-    """Checks that every rank has a super-batch of ``n_local`` examples.
+#: Bytes of an error message sent to the other ranks (longer messages are cut).
+MESSAGE_BYTES = 1024
 
-    One small all-gather, read on the host: collectives on tensors of different sizes would
-    fail obscurely or hang, so this runs before them at every global selection.
+
+def stable_hash(data: Any) -> int:
+    """A 63-bit hash of JSON-able ``data`` that is the same in every process (unlike ``hash``)."""
+    text = json.dumps(data, sort_keys=True, default=repr, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def _float_bits(x: float) -> int:
+    return int(struct.unpack("<i", struct.pack("<f", x))[0])
+
+
+def _status_entry(value: Any, device: torch.device) -> torch.Tensor:
+    """``value`` (an int, a float or a 0-d tensor) as one int64, without a host read."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to(device).reshape(1)
+        if t.is_floating_point():  # float32 bit pattern, as for Python floats
+            return t.to(torch.float32).view(torch.int32).to(torch.int64)
+        return t.to(torch.int64) & 0xFFFFFFFF
+    if isinstance(value, float):
+        value = _float_bits(value)
+    return torch.tensor([int(value)], dtype=torch.int64, device=device)
+
+
+def _show(kind: Any, value: int) -> str:
+    if kind == "float":
+        return repr(struct.unpack("<f", struct.pack("<i", value))[0])
+    if kind == "hash":
+        return f"#{value % 16**6:06x}"
+    if isinstance(kind, tuple):
+        return repr(kind[value]) if 0 <= value < len(kind) else "none"
+    return str(value)
+
+
+def _raise_refused(
+    rows: list[list[int]], error: BaseException | None, group: Any, device: torch.device
+) -> None:
+    """Every rank's error message (one more all-gather), raised on every rank."""
+    _, world = rank_and_world(group)
+    text = b"" if error is None else f"{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES]
+    mine = torch.zeros(MESSAGE_BYTES, dtype=torch.uint8, device=device)
+    if text:
+        mine[: len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(device)
+    table = all_gather_rows(mine, group).reshape(world, MESSAGE_BYTES)
+    messages = [bytes(row).rstrip(b"\0").decode(errors="replace") for row in table.cpu().tolist()]
+    failed = [r for r in range(world) if not rows[r][0]]
+    first = messages[failed[0]]
+    kind = first.split(":", 1)[0]
+    cls = {"ValueError": ValueError, "TypeError": TypeError}.get(kind, RuntimeError)
+    also = f" (rank{'s' if len(failed) > 2 else ''} {failed[1:]} failed too)" if failed[1:] else ""
+    raise cls(
+        f'scope="global": rank {failed[0]} of {world} refused its inputs, so every rank stops: '
+        f"{first}{also}"
+    ) from error
+
+
+def agree(
+    fields: Sequence[tuple[str, Any]],
+    values: Sequence[Any] | None,
+    error: BaseException | None = None,
+    group: Any = None,
+) -> None:
+    """Checks that every rank is ready and agrees, before the collectives of a global selection.
+
+    One all-gather of ``1 + len(fields)`` int64 values per rank, read on the host; a second one
+    (of :data:`MESSAGE_BYTES` bytes per rank) only when a rank failed. Every rank must call it
+    with the same ``fields``, including a rank whose checks failed (``values=None`` and the
+    ``error``), so no rank is left waiting.
+
+    Args:
+        fields: ``(what is needed, how to show it)`` per value, e.g. ``("the same seed",
+            "int")``; shown as ``"int"``, ``"float"``, ``"hash"`` or by a tuple of labels (the
+            value is an index into it).
+        values: This rank's values (Python ints or floats, or 0-d tensors, read without a host
+            synchronisation), or ``None`` if this rank's checks failed.
+        error: The exception that made this rank's checks fail.
+        group: The process group (default: the world).
 
     Raises:
-        ValueError: If the ranks' super-batches differ in size (on every rank).
+        ValueError: On every rank, if some rank failed with a ``ValueError`` (likewise
+            ``TypeError``; other exceptions become ``RuntimeError``), naming the rank and its
+            message; or if the ranks' values differ: ``scope="global" needs the same seed on
+            every rank, got rank 0: 1, rank 1: 2``.
     """
     _, world = rank_and_world(group)
     if world == 1:
+        if error is not None:
+            raise error
         return
     device = _collective_device(group)
-    mine = torch.tensor([n_local], dtype=torch.int64, device=device)
-    sizes = [torch.empty_like(mine) for _ in range(world)]
-    dist.all_gather(sizes, mine, group=group)
-    found = [int(s) for s in sizes]
-    if len(set(found)) > 1:
-        raise ValueError(
-            f'scope="global" needs a super-batch of the same size on every rank, got {found}'
-        )
+    ok = error is None and values is not None
+    if ok:
+        assert values is not None and len(values) == len(fields)
+        entries = [_status_entry(v, device) for v in values]
+    else:
+        entries = [torch.zeros(len(fields), dtype=torch.int64, device=device)]
+    mine = torch.cat([torch.tensor([int(ok)], dtype=torch.int64, device=device), *entries])
+    rows = all_gather_rows(mine, group).reshape(world, -1).cpu().tolist()  # the one host sync
+    if not all(row[0] for row in rows):
+        _raise_refused(rows, error, group, device)
+    differ = [
+        f"{need} on every rank, got "
+        + ", ".join(f"rank {r}: {_show(kind, row[1 + i])}" for r, row in enumerate(rows))
+        for i, (need, kind) in enumerate(fields)
+        if len({row[1 + i] for row in rows}) > 1
+    ]
+    if differ:
+        raise ValueError('scope="global" needs ' + "; and ".join(differ))
 
 
 def _collective_device(group: Any) -> torch.device:
@@ -176,6 +293,11 @@ def exchange_selected(
 ) -> Any:
     """This rank's share of a global selection, fetched from the ranks that hold its examples.
 
+    Every rank must call it with the same ``global_indices``, ``n_local`` and ``exchange``, and
+    batches of the same structure. The arguments are checked first (the indices' values with
+    one host synchronisation, unless they cannot be read, as on the meta device);
+    :func:`~jestcore.adapters.torch.select_batch` calls the exchange without that read.
+
     Args:
         batch: This rank's shard of the super-batch (``n_local`` examples): a tensor or a nesting
             of tuples, lists, dicts and dataclasses of tensors (tensors only: no strings).
@@ -189,15 +311,65 @@ def exchange_selected(
     Returns:
         A batch of the same structure holding the ``b`` examples of ``shares(...)[rank]``, in that
         order, on the devices of ``batch``'s tensors.
+
+    Raises:
+        TypeError: If a leaf of ``batch`` is not a tensor, or ``global_indices`` is not an
+            integer tensor, or ``n_local`` not an int.
+        ValueError: If ``exchange`` is unknown, ``n_local`` is not the batch's size, or
+            ``global_indices`` is not 1-D, has a length that is not a multiple of the number
+            of ranks, or holds a position outside ``[0, world * n_local)``.
     """
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
+    _check_tensor_leaves(batch)
+    _, world = rank_and_world(group)
+    n = batch_size_of(batch)
+    if isinstance(n_local, bool) or not isinstance(n_local, int):
+        raise TypeError(f"n_local must be an int, got {type(n_local).__name__} {n_local!r}")
+    if n_local != n:
+        raise ValueError(f"n_local must be the batch's number of examples {n}, got {n_local}")
+    if n_local < 1:
+        raise ValueError("batch must hold at least one example, got an empty batch (N = 0)")
+    g = global_indices
+    if (
+        not isinstance(g, torch.Tensor)
+        or g.is_floating_point()
+        or g.is_complex()
+        or (g.dtype == torch.bool)
+    ):
+        raise TypeError(
+            "global_indices must be an integer tensor, got "
+            + (f"dtype {g.dtype}" if isinstance(g, torch.Tensor) else type(g).__name__)
+        )
+    if g.ndim != 1 or g.shape[0] == 0 or g.shape[0] % world:
+        raise ValueError(
+            "global_indices must be 1-D, with a length that is a positive multiple of the number "
+            f"of ranks ({world}), got shape {tuple(g.shape)}"
+        )
+    if not is_lazy(g):
+        bad = (g < 0) | (g >= world * n_local)
+        if bool(bad.any()):
+            i = int(torch.argmax(bad.to(torch.int8)))
+            raise ValueError(
+                f"global_indices must hold positions in [0, {world * n_local}) ({world} ranks of "
+                f"{n_local} examples), but global_indices[{i}] is {int(g[i])}"
+            )
+    return exchange_unchecked(batch, g, n_local, exchange, group)
+
+
+def _check_tensor_leaves(batch: Any) -> None:
     for path, leaf in leaves(batch):
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(
                 f'scope="global" exchanges examples between ranks, so every leaf of the batch '
                 f"must be a tensor; {path} is a {type(leaf).__name__}"
             )
+
+
+def exchange_unchecked(
+    batch: Any, global_indices: torch.Tensor, n_local: int, exchange: str, group: Any
+) -> Any:
+    """:func:`exchange_selected` without its checks (for already-validated selections)."""
     rank, world = rank_and_world(group)
     table = shares(global_indices, world)
     owners = torch.div(table, n_local, rounding_mode="floor")

@@ -71,8 +71,17 @@ def score_forward(
         computed under ``torch.inference_mode()``.
 
     Raises:
-        ValueError: If ``score_batch_size`` is not a positive int.
+        TypeError: If ``model`` or ``forward`` is not callable, or ``eval_mode`` not a bool.
+        ValueError: If ``score_batch_size`` is not a positive int or ``batch`` is empty.
     """
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"forward must be a callable (model, batch) -> outputs, got {type(forward).__name__}"
+        )
+    if forward is None and not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if not isinstance(eval_mode, bool):
+        raise TypeError(f"eval_mode must be a bool, got {eval_mode!r}")
     if score_batch_size is not None and (
         isinstance(score_batch_size, bool)
         or not isinstance(score_batch_size, int)
@@ -83,6 +92,8 @@ def score_forward(
         )
     forward = forward or default_forward
     n = batch_size_of(batch)
+    if n == 0:
+        raise ValueError("batch must hold at least one example, got an empty batch (N = 0)")
     step = n if score_batch_size is None else score_batch_size
     modules = list(model.modules()) if eval_mode and isinstance(model, torch.nn.Module) else []
     was_training = [m.training for m in modules]

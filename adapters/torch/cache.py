@@ -6,18 +6,27 @@ super-batch, but the reference's *embeddings* of an example do not, so they are 
 
 Layout of a cache folder::
 
-    meta.json       format, fingerprint, dtype, shapes, scale/bias, sha256 of every array file
+    meta.json       format, fingerprint, dtype, shapes, scale/bias, the name and sha256 of
+                    every array file
     ids.npy         int64 example ids, sorted
     image.npy       (n, d) embeddings, rows in the order of ids.npy   (or values.npy for a
     text.npy        (n, d)                                             per-example tensor)
     parts/          while being written: one checksummed .npz per flushed part
 
-Safety: every file is written to a temporary name, flushed to disk and renamed (atomic);
-``meta.json`` is written last, so a folder without it is never mistaken for a finished cache.
-An interrupted :func:`precompute_reference_embeddings` keeps its finished parts and resumes
-from them. :class:`EmbeddingCache` checks the fingerprint (model weights, config, dtype), the
-files' sizes and their sha256 checksums before use. Nothing is pickled: arrays are ``.npy`` /
-``.npz`` loaded with ``allow_pickle=False``, metadata is JSON.
+Safety: every file is written to a temporary name, flushed to disk and renamed (atomic), and
+``meta.json`` is the commit point: it is written last, so a folder without it is never
+mistaken for a finished cache, and a cache being replaced (``overwrite=True``) writes its
+arrays under names the current ``meta.json`` does not use (``image.<token>.npy``), so the
+previous cache stays complete and loadable until the new ``meta.json`` replaces it in one
+rename; the previous files are deleted only then. A writer killed at any point (even
+``SIGKILL`` in the middle of a file) therefore loses at most the part it was writing: a rerun
+resumes from the finished parts, which are checksummed. :class:`EmbeddingCache` checks the
+fingerprint (model weights, config, dtype), the files' sizes and their sha256 checksums before
+use. Nothing is pickled: arrays are ``.npy`` / ``.npz`` loaded with ``allow_pickle=False``
+(a planted object array is refused, never unpickled), metadata is JSON.
+
+One writer per folder at a time: two processes writing the same cache concurrently is not
+supported.
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -129,6 +141,29 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     _fsync_dir(path.parent)
 
 
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: someone else's live process
+        return True
+    return True
+
+
+def _remove_stray_temporaries(folder: Path) -> None:
+    """Deletes the temporary files that writers killed mid-write left behind in ``folder``."""
+    for f in folder.glob(".*.tmp-*"):
+        m = _TMP.match(f.name)
+        if m and f.is_file() and not _alive(int(m["pid"])):
+            f.unlink(missing_ok=True)
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     _atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
 
@@ -212,6 +247,9 @@ def _default_cache_forward(model: Any, batch: Any) -> Any:
     return default_forward(model, batch[1])
 
 
+_PART = re.compile(r"^part-(\d{6,})\.(npz|json)$")
+
+
 class _Parts:
     """The finished parts of a cache being written, in ``folder/parts``."""
 
@@ -220,39 +258,61 @@ class _Parts:
         self.fingerprint = fingerprint
         self.next_index = 0
 
-    def start(self, meta: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def recorded_fingerprint(self) -> str | None:
+        """The fingerprint of the partial cache in ``parts/``, if there is a readable one."""
         run = self.dir / "run.json"
-        if run.exists():
-            previous = _read_json(run, "partial cache record")
-            if previous.get("fingerprint") != self.fingerprint:
+        if not run.exists():
+            return None
+        try:
+            return str(_read_json(run, "partial cache record").get("fingerprint"))
+        except CacheError:
+            return None
+
+    def start(self, meta: dict[str, Any], *, overwrite: bool) -> None:
+        """Resumes a partial cache of this fingerprint; refuses (or discards) another one."""
+        if self.dir.exists() and self.recorded_fingerprint() != self.fingerprint:
+            previous = self.recorded_fingerprint()
+            if previous is not None and not overwrite:
                 raise CacheError(
                     f"{self.dir.parent} holds a partial cache made with fingerprint "
-                    f"{str(previous.get('fingerprint'))[:12]}..., not {self.fingerprint[:12]}...: "
+                    f"{previous[:12]}..., not {self.fingerprint[:12]}...: "
                     "pass overwrite=True to discard it"
                 )
-            return
-        _write_json(run, meta)
+            shutil.rmtree(self.dir)  # another model's parts, or no readable record: unusable
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _remove_stray_temporaries(self.dir)
+        if not (self.dir / "run.json").exists():
+            _write_json(self.dir / "run.json", meta)
 
     def load(self) -> list[tuple[Path, np.ndarray]]:
-        """The (file, ids) of every part whose record and checksum are intact."""
+        """The (file, ids) of every part whose record, checksum and contents are intact."""
         found = []
-        for data_file in self.dir.glob("part-*.npz"):  # never reuse a name, even a damaged one's
-            self.next_index = max(self.next_index, int(data_file.stem.split("-")[1]) + 1)
+        for f in self.dir.iterdir():  # never reuse a name, even a damaged part's
+            m = _PART.match(f.name)
+            if m:
+                self.next_index = max(self.next_index, int(m[1]) + 1)
         for record in sorted(self.dir.glob("part-*.json")):
+            if not _PART.match(record.name):
+                continue
             data_file = record.with_suffix(".npz")
             try:
                 meta = _read_json(record, "part record")
-                ok = meta.get("sha256") == _sha256(data_file)
-            except (CacheError, FileNotFoundError):
-                ok = False
-            if not ok:
-                _log.warning("discarding damaged cache part %s; it will be recomputed", data_file)
+                if meta.get("sha256") != _sha256(data_file):
+                    raise CacheError(f"{data_file} does not match its sha256")
+                # allow_pickle=False: an object array is refused here, never unpickled
+                with np.load(data_file, allow_pickle=False) as z:
+                    ids = z["ids"]
+                    shapes_ok = ids.ndim == 1 and all(z[k].shape[:1] == ids.shape for k in z.files)
+                if not shapes_ok or ids.dtype != np.int64 or meta.get("n") != ids.size:
+                    raise CacheError(f"{data_file} does not hold what its record describes")
+            except (CacheError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                _log.warning(
+                    "discarding damaged cache part %s (%s); it will be recomputed", data_file, e
+                )
                 record.unlink()
                 data_file.unlink(missing_ok=True)
                 continue
-            with np.load(data_file, allow_pickle=False) as z:
-                found.append((data_file, z["ids"]))
+            found.append((data_file, ids))
         return found
 
     def write(self, ids: np.ndarray, arrays: dict[str, np.ndarray]) -> Path:
@@ -263,8 +323,37 @@ class _Parts:
         return data_file
 
 
+def _files_in_use(folder: Path) -> set[str]:
+    """The array files that the folder's current ``meta.json`` refers to (if it is readable)."""
+    try:
+        meta = _read_json(folder / "meta.json", "cache metadata")
+        return {str(e["file"]) for e in meta.get("files", {}).values()}
+    except (CacheError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _free_name(folder: Path, name: str, in_use: set[str], token: str) -> Path:
+    """``name.npy``, or ``name.<token>.npy`` if the current cache uses ``name.npy``."""
+    plain = f"{name}.npy"
+    return folder / (plain if plain not in in_use else f"{name}.{token}.npy")
+
+
+_ARRAY_FILE = re.compile(r"^(ids|image|text|values)(\.[0-9a-f]+)?\.npy$")
+
+
+def _remove_unused_arrays(folder: Path, keep: set[str]) -> None:
+    """Deletes array files of replaced caches (names this module writes, not in ``keep``)."""
+    for f in folder.iterdir():
+        if _ARRAY_FILE.match(f.name) and f.name not in keep and f.is_file():
+            f.unlink()
+
+
 def _consolidate(folder: Path, parts: list[tuple[Path, np.ndarray]], meta: dict[str, Any]) -> None:
-    """Merges the parts into sorted memory-mappable ``.npy`` files, then writes ``meta.json``."""
+    """Merges the parts into sorted memory-mappable ``.npy`` files, then commits ``meta.json``.
+
+    The arrays go to names that the folder's current cache (if any) does not use, so it stays
+    intact until the new ``meta.json`` replaces the old one; its files are deleted after.
+    """
     all_ids = np.concatenate([ids for _, ids in parts]) if parts else np.empty(0, np.int64)
     order = np.argsort(all_ids, kind="stable")
     sorted_ids = all_ids[order]
@@ -274,11 +363,14 @@ def _consolidate(folder: Path, parts: list[tuple[Path, np.ndarray]], meta: dict[
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     names = meta["arrays"]
+    in_use = _files_in_use(folder)
+    token = secrets.token_hex(6)
     files: dict[str, Any] = {}
     with np.load(parts[0][0], allow_pickle=False) as z:
         shapes = {k: (all_ids.size, *z[k].shape[1:]) for k in names}
+    _remove_stray_temporaries(folder)
     for name in names:
-        target = folder / f"{name}.npy"
+        target = _free_name(folder, name, in_use, token)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=meta["dtype"], shape=shapes[name])
         start = 0
@@ -292,12 +384,14 @@ def _consolidate(folder: Path, parts: list[tuple[Path, np.ndarray]], meta: dict[
             os.fsync(f.fileno())
         os.replace(tmp, target)
         files[name] = {"file": target.name, "shape": list(shapes[name])}
-    _atomic_write(folder / "ids.npy", lambda f: np.save(f, sorted_ids, allow_pickle=False))
-    files["ids"] = {"file": "ids.npy", "shape": [int(sorted_ids.size)]}
+    ids_file = _free_name(folder, "ids", in_use, token)
+    _atomic_write(ids_file, lambda f: np.save(f, sorted_ids, allow_pickle=False))
+    files["ids"] = {"file": ids_file.name, "shape": [int(sorted_ids.size)]}
     for entry in files.values():
         entry["sha256"] = _sha256(folder / entry["file"])
     _fsync_dir(folder)
     _write_json(folder / "meta.json", {**meta, "n": int(sorted_ids.size), "files": files})
+    _remove_unused_arrays(folder, {e["file"] for e in files.values()})
 
 
 def precompute_reference_embeddings(
@@ -318,9 +412,12 @@ def precompute_reference_embeddings(
 ) -> EmbeddingCache:
     """Runs the frozen reference over a dataset once and caches its per-example outputs.
 
-    Resumable: parts are flushed every ``part_size`` examples, and a rerun after an
-    interruption skips the batches whose ids are already cached. A finished cache with the same
-    fingerprint is returned as is.
+    Resumable and crash-safe: parts are flushed every ``part_size`` examples, and a rerun after
+    an interruption (an exception, or the process killed at any point) skips the batches whose
+    ids are already in intact parts. A finished cache with the same fingerprint is returned as
+    is. A finished cache being replaced (``overwrite=True``) stays complete and loadable until
+    the new one is committed, so a killed writer never leaves the folder without a usable
+    cache.
 
     Args:
         model: The reference ``nn.Module`` (fingerprinted by its weights).
@@ -338,8 +435,10 @@ def precompute_reference_embeddings(
         score_batch_size: Micro-batch size of the forward pass (see
             :func:`~jestcore.adapters.torch.score_forward`).
         part_size: Examples per flushed part: the most work an interruption can lose.
-        overwrite: Discard an existing cache or partial cache at ``path`` (else a cache with
-            another fingerprint is refused).
+        overwrite: Replace a finished cache at ``path`` (even one with this fingerprint) and
+            discard a partial cache made with another fingerprint (without it, both are
+            refused). A partial cache of this fingerprint is always resumed: its parts are
+            this model's outputs, checked by their sha256.
         progress: Show a progress bar (tqdm, when installed).
 
     Returns:
@@ -347,20 +446,45 @@ def precompute_reference_embeddings(
 
     Raises:
         CacheError: If ``path`` holds a cache (or a partial one) with a different fingerprint
-            and ``overwrite`` is false, or ids repeat.
+            and ``overwrite`` is false, or a damaged finished cache, or ids repeat.
+        TypeError: If an argument has the wrong type (e.g. ``model`` not an ``nn.Module``,
+            ``dtype`` not float16/32/64).
+        ValueError: If ``part_size`` or ``score_batch_size`` is not a positive int, ``path``
+            is a file, or the loader yields no examples.
     """
-    folder = Path(path)
-    fingerprint = model_fingerprint(model, config=config, dtype=dtype)
-    if overwrite and folder.exists():
-        shutil.rmtree(folder)
-    if (folder / "meta.json").exists():
-        return EmbeddingCache(folder, fingerprint=fingerprint)
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike folder, got {type(path).__name__}")
+    if isinstance(loader, str | bytes) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader must be an iterable of batches, got {type(loader).__name__}")
+    for name, fn in (("ids", ids), ("forward", forward)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
     if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 1:
         raise ValueError(f"part_size must be a positive int, got {part_size!r}")
+    if score_batch_size is not None and (
+        isinstance(score_batch_size, bool)
+        or not isinstance(score_batch_size, int)
+        or score_batch_size < 1
+    ):
+        raise ValueError(
+            f"score_batch_size must be a positive int or None, got {score_batch_size!r}"
+        )
+    for name, flag in (("overwrite", overwrite), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"path must be a folder, but {folder} is a file")
+    fingerprint = model_fingerprint(model, config=config, dtype=dtype)  # checks model, dtype
     get_ids = ids or _default_ids
     fwd = forward or _default_cache_forward
-    folder.mkdir(parents=True, exist_ok=True)
     parts = _Parts(folder, fingerprint)
+    if (folder / "meta.json").exists() and not overwrite:
+        cache = EmbeddingCache(folder, fingerprint=fingerprint)  # refuses another fingerprint
+        if parts.dir.exists() and parts.recorded_fingerprint() == fingerprint:
+            shutil.rmtree(parts.dir)  # left by a writer killed after its commit
+        return cache
+    folder.mkdir(parents=True, exist_ok=True)
     run_meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -369,7 +493,7 @@ def precompute_reference_embeddings(
         "dtype": _dtype_name(dtype),
         "model": type(model).__qualname__,
     }
-    parts.start(run_meta)
+    parts.start(run_meta, overwrite=overwrite)
     done = parts.load()
     resumed: set[int] = set()  # cached before an interruption: skipped
     for _, part_ids in done:
@@ -504,7 +628,13 @@ class EmbeddingCache:
         entry = self.meta.get("files", {}).get(name)
         if entry is None:
             raise CacheError(f"{self.path / 'meta.json'} lists no file for {name!r} (corrupted?)")
-        file = self.path / entry["file"]
+        name_in_meta = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name_in_meta, str) or Path(name_in_meta).name != name_in_meta:
+            raise CacheError(
+                f"{self.path / 'meta.json'} names the {name!r} file {name_in_meta!r}, which is "
+                "not a file name inside the cache folder (corrupted?)"
+            )
+        file = self.path / name_in_meta
         if not file.is_file():
             raise CacheError(f"{file} is missing")
         try:

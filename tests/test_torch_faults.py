@@ -1,0 +1,346 @@
+"""Faults in the PyTorch adapter: killed cache writers, damaged or planted cache files, failing
+or disagreeing ranks.
+
+Subprocesses run this file (``python test_torch_faults.py ROLE ...``): a cache writer that the
+test kills with ``SIGKILL`` at a chosen point, and the ranks of a gloo process group. Every
+subprocess has a hard timeout and collectives have short timeouts, so a fault can never hang
+the suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from jestcore.adapters.torch import (
+    CacheError,
+    EmbeddingCache,
+    precompute_reference_embeddings,
+)
+
+import jestcore
+
+HERE = Path(__file__).resolve()
+ADAPTER = HERE.parents[1] / "adapters" / "torch"
+PROCESS_TIMEOUT_S = 180  # a whole subprocess; collectives time out much sooner
+POOL, BATCH, PART = 40, 8, 8  # 5 batches, one part per batch
+
+
+# ----------------------------------------------------------------------------- cache writers
+
+
+class Reference(torch.nn.Module):
+    """A small frozen reference; ``seed`` 0 made the previous cache, ``seed`` 1 replaces it."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.image = torch.nn.Parameter(torch.randn(4, 3, generator=gen))
+        self.text = torch.nn.Parameter(torch.randn(5, 3, generator=gen))
+        self.calls = 0
+
+    def forward(self, image, text):
+        self.calls += 1
+        return jestcore.PairEmbeddings(image @ self.image, text @ self.text, 7.0, -2.0)
+
+
+def dataset():
+    gen = torch.Generator().manual_seed(11)
+    ids = torch.randperm(1000, generator=gen)[:POOL]
+    return ids, torch.randn(POOL, 4, generator=gen), torch.randn(POOL, 5, generator=gen)
+
+
+def loader(stall_after: int | None = None, marker: Path | None = None):
+    """The dataset in batches of 8; with ``stall_after``, signals ``marker`` and blocks there."""
+    ids, image, text = dataset()
+    for k, start in enumerate(range(0, POOL, BATCH)):
+        if k == stall_after:
+            assert marker is not None
+            marker.touch()
+            time.sleep(10 * PROCESS_TIMEOUT_S)
+        s = slice(start, start + BATCH)
+        yield ids[s], (image[s], text[s])
+
+
+def precompute(folder: Path, seed: int, **kwargs):
+    model = Reference(seed)
+    cache = precompute_reference_embeddings(
+        model, kwargs.pop("batches", None) or loader(), folder, part_size=PART, progress=False,
+        **kwargs,
+    )  # fmt: skip
+    return cache, model
+
+
+def _writer(folder: str, mode: str, marker: str) -> None:
+    """Replaces the cache in ``folder`` by model 1's, stalling at ``mode`` until killed."""
+    import jestcore.adapters.torch.cache as cache_module
+
+    torch.set_num_threads(1)
+    stall = Path(marker)
+
+    def block() -> None:
+        stall.touch()
+        time.sleep(10 * PROCESS_TIMEOUT_S)
+
+    batches = None
+    if mode == "between-batches":  # after 3 batches: 3 parts are finished
+        batches = loader(stall_after=3, marker=stall)
+    elif mode == "mid-part":  # half of the 3rd part's bytes are on disk
+        real_savez, count = np.savez, [0]
+
+        def savez(f, **arrays):
+            count[0] += 1
+            if count[0] < 3:
+                return real_savez(f, **arrays)
+            import io
+
+            buf = io.BytesIO()
+            real_savez(buf, **arrays)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            block()
+
+        cache_module.np.savez = savez
+    elif mode == "mid-commit":  # the new arrays are all written; meta.json half written
+        real_atomic = cache_module._atomic_write
+
+        def atomic_write(path, write):
+            if path.name != "meta.json":
+                return real_atomic(path, write)
+            import io
+
+            buf = io.BytesIO()
+            write(buf)
+            with open(path.with_name(f".{path.name}.tmp-{os.getpid()}"), "wb") as f:
+                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            block()
+
+        cache_module._atomic_write = atomic_write
+    else:
+        raise ValueError(mode)
+    precompute(Path(folder), 1, overwrite=True, batches=batches)
+    raise AssertionError("the writer should have been killed before finishing")
+
+
+def kill_writer_at(folder: Path, mode: str, tmp_path: Path) -> None:
+    """Starts a writer subprocess, waits until it stalls at ``mode``, kills it with SIGKILL."""
+    marker = tmp_path / f"stalled-{mode}"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE), "writer", str(folder), mode, str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"the writer exited early:\n{proc.communicate()[0]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the writer never reached its stall point")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the folder (the parts folder included)."""
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+def assert_same_cache(a: EmbeddingCache, b: EmbeddingCache) -> None:
+    ids = dataset()[0]
+    for x, y in zip(a.lookup(ids), b.lookup(ids), strict=True):
+        assert torch.equal(torch.as_tensor(x), torch.as_tensor(y))
+
+
+@pytest.mark.parametrize("mode", ["between-batches", "mid-part", "mid-commit"])
+def test_a_writer_killed_mid_write_leaves_the_previous_cache_intact(mode, tmp_path):
+    folder = tmp_path / "cache"
+    old_cache, old_model = precompute(folder, 0)
+    before = snapshot(folder)
+    old_rows = old_cache.lookup(dataset()[0])
+    kill_writer_at(folder, mode, tmp_path)
+    # the previous cache is still complete, loadable and identical
+    after = snapshot(folder)
+    assert {k: after[k] for k in before} == before
+    again = EmbeddingCache(folder, model=old_model)
+    for x, y in zip(again.lookup(dataset()[0]), old_rows, strict=True):
+        assert torch.equal(torch.as_tensor(x), torch.as_tensor(y))
+    # and it is not the new model's: refused by fingerprint, also to a writer without overwrite
+    with pytest.raises(CacheError, match="different model, config or dtype"):
+        EmbeddingCache(folder, model=Reference(1))
+    with pytest.raises(CacheError, match="different model, config or dtype"):
+        precompute(folder, 1)
+    # resuming completes the new cache from the writer's finished parts
+    resumed, new_model = precompute(folder, 1, overwrite=True)
+    finished_parts = {"between-batches": 3, "mid-part": 2, "mid-commit": 5}[mode]
+    assert new_model.calls == POOL // BATCH - finished_parts
+    uninterrupted, _ = precompute(tmp_path / "fresh", 1)
+    assert_same_cache(resumed, uninterrupted)
+    # the commit replaced the previous cache: its files, the parts and temporaries are gone
+    files = {f.name for f in folder.iterdir()}
+    assert files == {"meta.json", *(e["file"] for e in resumed.meta["files"].values())}
+    with pytest.raises(CacheError, match="different model, config or dtype"):
+        EmbeddingCache(folder, model=old_model)
+
+
+def test_a_first_writer_killed_mid_part_leaves_no_cache_and_resumes(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    kill_writer_at(folder, "mid-part", tmp_path)
+    assert any(f.name.startswith(".part-") for f in (folder / "parts").iterdir())  # half a part
+    with pytest.raises(CacheError, match=r"metadata .*meta\.json is missing"):
+        EmbeddingCache(folder, model=Reference(1))
+    cache, model = precompute(folder, 1)
+    assert model.calls == POOL // BATCH - 2
+    assert_same_cache(cache, precompute(tmp_path / "fresh", 1)[0])
+    assert not (folder / "parts").exists()
+    assert not [f for f in folder.iterdir() if ".tmp-" in f.name]
+
+
+@pytest.fixture
+def finished(tmp_path):
+    folder = tmp_path / "cache"
+    _, model = precompute(folder, 0)
+    return folder, model
+
+
+def cache_files(folder: Path) -> list[str]:
+    meta = json.loads((folder / "meta.json").read_text())
+    return sorted(e["file"] for e in meta["files"].values())
+
+
+@pytest.mark.parametrize("damage", ["truncate-end", "truncate-header", "flip-data", "flip-header"])
+def test_every_damaged_file_is_refused_naming_it(finished, damage):
+    folder, model = finished
+    for name in cache_files(folder):
+        f = folder / name
+        original = f.read_bytes()
+        raw = bytearray(original)
+        if damage == "truncate-end":
+            raw = raw[:-3]
+        elif damage == "truncate-header":
+            raw = raw[:40]
+        elif damage == "flip-data":
+            raw[-1] ^= 0x10
+        else:
+            raw[30] ^= 0x01  # inside the .npy header's dict
+        f.write_bytes(bytes(raw))
+        with pytest.raises(CacheError, match=re.escape(name) + " (is|has)"):
+            EmbeddingCache(folder, model=model)
+        f.write_bytes(original)
+    EmbeddingCache(folder, model=model)  # restored: loads again
+    meta = folder / "meta.json"
+    meta.write_text(meta.read_text()[:-7])
+    with pytest.raises(CacheError, match=r"meta\.json is not valid JSON"):
+        EmbeddingCache(folder, model=model)
+
+
+class _Touch:
+    """Unpickling this creates ``path``: proof that a file was unpickled."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_planted_pickles_are_never_unpickled(finished, tmp_path, caplog):
+    folder, model = finished
+    proof = tmp_path / "unpickled"
+    planted = np.array([_Touch(proof)] * POOL, dtype=object)
+    pickle.loads(pickle.dumps(planted[:1]))  # the proof works: unpickling touches the file
+    assert proof.exists()
+    proof.unlink()
+    # a finished cache's array replaced by an object array, its checksum updated to match
+    meta_file = folder / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    target = folder / meta["files"]["image"]["file"]
+    np.save(target, planted, allow_pickle=True)
+    meta["files"]["image"]["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match=rf"{target.name}.*Python objects"):
+        EmbeddingCache(folder, model=model)
+    assert not proof.exists()
+    # a part of a cache being written: a planted object part with a valid record
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+
+        def stop_after_two():
+            for k, batch in enumerate(loader()):
+                if k == 2:
+                    raise KeyboardInterrupt
+                yield batch
+
+        precompute(partial, 0, batches=stop_after_two())
+    part = partial / "parts" / "part-000001.npz"
+    np.savez(part, ids=planted, image=planted, text=planted)
+    sha = hashlib.sha256(part.read_bytes()).hexdigest()
+    (partial / "parts" / "part-000001.json").write_text(json.dumps({"sha256": sha, "n": BATCH}))
+    cache, resumed_model = precompute(partial, 0)
+    assert not proof.exists()
+    assert resumed_model.calls == POOL // BATCH - 1  # the planted part was discarded, redone
+    assert "discarding damaged cache part" in caplog.text and "part-000001.npz" in caplog.text
+    assert_same_cache(cache, precompute(tmp_path / "fresh", 0)[0])
+
+
+def _load_calls(tree: ast.AST) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "load"
+    ]
+
+
+def test_no_adapter_module_can_unpickle():
+    # Every np.load passes allow_pickle=False, and nothing imports pickle or calls torch.load.
+    checked = 0
+    for path in sorted(ADAPTER.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not {"pickle", "dill", "cloudpickle", "joblib"} & set(names), path.name
+        for call in _load_calls(tree):
+            owner = ast.unparse(call.func.value)
+            assert owner != "torch", f"{path.name}:{call.lineno}: torch.load"
+            if owner in ("np", "numpy"):
+                flags = {k.arg: ast.unparse(k.value) for k in call.keywords}
+                assert flags.get("allow_pickle") == "False", f"{path.name}:{call.lineno}"
+                checked += 1
+        assert "all_gather_object" not in path.read_text(), path.name  # pickles its payload
+    assert checked >= 4  # the cache's loads were found
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "writer":
+        _writer(*sys.argv[2:5])

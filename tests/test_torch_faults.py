@@ -341,6 +341,201 @@ def test_no_adapter_module_can_unpickle():
     assert checked >= 4  # the cache's loads were found
 
 
+# ----------------------------------------------------------------------------- failing ranks
+
+N_LOCAL, B, D, CHUNKS, SEED = 12, 3, 4, 3, 5
+
+
+def rank_inputs(rank: int, world: int = 2):
+    """Rank ``rank``'s shard of a global super-batch (built identically on every rank)."""
+    gen = torch.Generator().manual_seed(0)
+    n = world * N_LOCAL
+    models = [
+        jestcore.PairEmbeddings(
+            torch.randn(n, D, generator=gen), torch.randn(n, D, generator=gen), 8.0, -4.0
+        )
+        for _ in range(2)
+    ]
+    s = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
+    batch = {"id": torch.arange(n)[s]}
+    shard = [m._replace(image=m.image[s], text=m.text[s]) for m in models]
+    return batch, shard[0], shard[1], models
+
+
+def _scenarios(rank: int):
+    """Each a global selection with a fault on one rank or both; every rank must raise."""
+    from jestcore.adapters.torch import JESTSelector, select_batch
+
+    batch, learner, reference, _ = rank_inputs(rank)
+    kw = {"batch_size": B, "n_chunks": CHUNKS, "seed": SEED, "scope": "global"}
+    nan = learner.image.clone()
+    nan[2, 1] = float("nan")
+    inf = reference.text.clone()
+    inf[0, 3] = -float("inf")
+    losses = torch.rand(N_LOCAL)
+    state = JESTSelector(batch_size=B, n_chunks=CHUNKS, scope="global").state_dict()
+    state["step"] = rank  # rank 1 resumed from the wrong checkpoint
+
+    def selector():
+        sel = JESTSelector(batch_size=B, n_chunks=CHUNKS, scope="global")
+        sel.load_state_dict(state)
+        return sel(batch, learner, reference)
+
+    return {
+        "nan on rank 1": lambda: select_batch(
+            batch, learner._replace(image=nan) if rank == 1 else learner, reference, **kw
+        ),
+        "integer losses on rank 0": lambda: select_batch(
+            batch, losses.long() if rank == 0 else losses, losses, **kw
+        ),
+        "both ranks fail": lambda: select_batch(
+            batch,
+            learner,
+            reference._replace(text=inf) if rank == 0 else reference,
+            **kw | ({"n_chunks": 0} if rank == 1 else {}),
+        ),
+        "seeds differ": lambda: select_batch(batch, learner, reference, **kw | {"seed": rank + 1}),
+        "n_chunks differ": lambda: select_batch(
+            batch, learner, reference, **kw | {"n_chunks": 2 + rank}
+        ),
+        "scales differ": lambda: select_batch(
+            batch, learner._replace(scale=8.0 + rank), reference, **kw
+        ),
+        "batch layouts differ": lambda: select_batch(
+            batch | ({"extra": torch.zeros(N_LOCAL, 2)} if rank else {}), learner, reference, **kw
+        ),
+        "selector steps differ": selector,
+    }
+
+
+def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from jestcore.adapters.torch import select_batch
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=30),
+    )
+    out: dict[str, np.ndarray] = {}
+    for name, run in _scenarios(rank).items():
+        try:
+            run()
+            out[name] = np.array("no error")
+        except Exception as e:
+            out[name] = np.array(f"{type(e).__name__}: {e}")
+    # after all of these, the process group still works: no rank was left in a collective
+    batch, learner, reference, _ = rank_inputs(rank)
+    kw = {"batch_size": B, "n_chunks": CHUNKS, "seed": SEED, "scope": "global"}
+    out["recovered"] = select_batch(batch, learner, reference, **kw).indices.numpy()
+    # a rank that never reaches the selection: the group's timeout bounds the wait
+    short = dist.new_group([0, 1], timeout=timedelta(seconds=3))
+    done = Path(out_dir) / "timeout-seen"
+    if rank == 0:
+        try:
+            select_batch(batch, learner, reference, group=short, **kw)
+            out["absent rank"] = np.array("no error")
+        except RuntimeError as e:
+            out["absent rank"] = np.array(f"RuntimeError: {type(e).__name__}: {e}")
+        done.touch()
+        # a rank that dies: the connection closes and the collective fails
+        try:
+            select_batch(batch, learner, reference, **kw)
+            out["dead rank"] = np.array("no error")
+        except RuntimeError as e:
+            out["dead rank"] = np.array(f"RuntimeError: {type(e).__name__}: {e}")
+    np.savez(Path(out_dir) / f"rank{rank}.npz", **out)
+    if rank == 1:
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os._exit(3)  # dies without leaving the group
+    os._exit(0)  # the group is broken: skip destroy_process_group
+
+
+def launch_ranks(tmp_path: Path, world: int = 2) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+    init_file = tmp_path / "rendezvous"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE), "rank", str(r), str(world), str(init_file), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(world)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=PROCESS_TIMEOUT_S)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = []
+    for r, log in enumerate(logs):
+        out = tmp_path / f"rank{r}.npz"
+        assert out.exists(), f"rank {r} wrote no results:\n{log}"
+        with np.load(out, allow_pickle=False) as z:
+            results.append({k: z[k] for k in z.files})
+    return [p.returncode for p in procs], results
+
+
+def test_a_failing_or_disagreeing_rank_fails_every_rank(tmp_path):
+    codes, (r0, r1) = launch_ranks(tmp_path)
+    assert codes == [0, 3]
+    expected = {
+        "nan on rank 1": (
+            'ValueError: scope="global": rank 1 of 2 refused its inputs, so every rank stops: '
+            "ValueError: learner.image must be finite, but learner.image[2, 1] is nan"
+        ),
+        "integer losses on rank 0": (
+            'TypeError: scope="global": rank 0 of 2 refused its inputs, so every rank stops: '
+            "TypeError: learner must have a floating dtype, got torch.int64"
+        ),
+        "both ranks fail": (
+            'ValueError: scope="global": rank 0 of 2 refused its inputs, so every rank stops: '
+            "ValueError: reference.text must be finite, but reference.text[0, 3] is -inf "
+            "(rank 1 failed too)"
+        ),
+        "seeds differ": (
+            'ValueError: scope="global" needs the same seed on every rank, got rank 0: 1, rank 1: 2'
+        ),
+        "n_chunks differ": (
+            'ValueError: scope="global" needs the same n_chunks on every rank, got rank 0: 2, '
+            "rank 1: 3"
+        ),
+        "scales differ": (
+            'ValueError: scope="global" needs the same learner.scale on every rank, got '
+            "rank 0: 8.0, rank 1: 9.0"
+        ),
+    }
+    for name, message in expected.items():
+        assert str(r0[name]) == str(r1[name]) == message, name
+    layout = str(r0["batch layouts differ"])
+    assert layout == str(r1["batch layouts differ"])
+    assert layout.startswith('ValueError: scope="global" needs the same batch structure')
+    steps = str(r0["selector steps differ"])
+    assert steps == str(r1["selector steps differ"])
+    assert steps.startswith('ValueError: scope="global" needs the same seed on every rank, got')
+    seeds = [jestcore.fold_in(0, t) for t in (0, 1)]
+    assert steps.endswith(f"rank 0: {seeds[0]}, rank 1: {seeds[1]}")
+    # the group still works after the refusals: the next selection is the exact global one
+    _, _, _, (learner, reference) = rank_inputs(0)
+    exp = jestcore.joint_select_embeddings(learner, reference, 2 * B, n_chunks=CHUNKS, seed=SEED)
+    got = np.stack([r0["recovered"], r1["recovered"]], axis=1).reshape(-1)
+    assert got.tolist() == exp.tolist()
+    # a rank that never arrives, or dies, ends the wait with an error (bounded by the timeout)
+    assert str(r0["absent rank"]).startswith("RuntimeError"), str(r0["absent rank"])
+    assert str(r0["dead rank"]).startswith("RuntimeError"), str(r0["dead rank"])
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "writer":
         _writer(*sys.argv[2:5])
+    elif sys.argv[1] == "rank":
+        _rank(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

@@ -121,7 +121,8 @@ def _raise_refused(
     first = messages[failed[0]]
     kind = first.split(":", 1)[0]
     cls = {"ValueError": ValueError, "TypeError": TypeError}.get(kind, RuntimeError)
-    also = f" (rank{'s' if len(failed) > 2 else ''} {failed[1:]} failed too)" if failed[1:] else ""
+    others = ", ".join(map(str, failed[1:]))
+    also = f" (rank{'s' if len(failed) > 2 else ''} {others} failed too)" if others else ""
     raise cls(
         f'scope="global": rank {failed[0]} of {world} refused its inputs, so every rank stops: '
         f"{first}{also}"

@@ -26,7 +26,9 @@ from jestcore.adapters.jax.trainer import SigLIPTrainer, TrainConfig, TrainState
 STEPS = 12
 SEED = 7
 #: The steps to interrupt at: drawn once, with a fixed seed.
-INTERRUPTS = sorted(np.random.default_rng(2024).choice(np.arange(1, STEPS), 2, replace=False))
+INTERRUPTS = sorted(
+    int(t) for t in np.random.default_rng(2024).choice(np.arange(1, STEPS), 2, replace=False)
+)
 
 
 def make_trainer(method: str = "jest") -> SigLIPTrainer:

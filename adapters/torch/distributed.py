@@ -352,8 +352,9 @@ def exchange_selected(
         if bool(bad.any()):
             i = int(torch.argmax(bad.to(torch.int8)))
             raise ValueError(
-                f"global_indices must hold positions in [0, {world * n_local}) ({world} ranks of "
-                f"{n_local} examples), but global_indices[{i}] is {int(g[i])}"
+                f"global_indices must hold positions in [0, {world * n_local}) ({world} "
+                f"rank{'s' if world > 1 else ''} of {n_local} examples), but "
+                f"global_indices[{i}] is {int(g[i])}"
             )
     return exchange_unchecked(batch, g, n_local, exchange, group)
 

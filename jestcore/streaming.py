@@ -29,6 +29,11 @@ SCORES: dict[str, tuple[int, int]] = {
 #: Default bound on the elements of one temporary block of pairwise logits (64 MiB in float32).
 BLOCK_ELEMENTS = 2**24
 
+#: The default bound of :func:`joint_select_embeddings` (128 MiB blocks in float32): at paper
+#: scale (N = 163,840) NumPy ran its updates ~1.4x faster with blocks of ~200 rows than ~100
+#: (matrix products of few rows against a long operand are slow); see bench/README.md.
+SELECT_BLOCK_ELEMENTS = 2**25
+
 
 class PairEmbeddings(NamedTuple):
     """A contrastive model's embeddings of N image-text pairs, with its sigmoid-loss parameters.
@@ -108,7 +113,8 @@ def joint_select_embeddings(
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
         greedy: Take the plain top-k of each chunk's logits (no noise).
         block_size: At most this many rows of a chunk are multiplied at once, bounding the
-            temporaries to ``block_size x N``; by default about 2**24 elements.
+            temporaries to ``block_size x N``; by default about 2**25 elements. Each chunk is
+            split into nearly equal blocks.
 
     Returns:
         A 1-D integer array of ``n_select`` distinct indices, chunk by chunk, each chunk in
@@ -132,7 +138,7 @@ def joint_select_embeddings(
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
     same_device({f"{models[0][0]}.image": models[0][1].image, "seed": seed})
     if block_size is None:
-        block_size = max(1, BLOCK_ELEMENTS // n)
+        block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
     terms = _build_terms(models, xp)
     if noise is not None:
@@ -142,8 +148,10 @@ def joint_select_embeddings(
         logits = logits + t.diagonal()
 
     def update(logits: Any, idx: Any) -> Any:
-        for start in range(0, idx.shape[0], block_size):
-            block = idx[start : min(start + block_size, idx.shape[0])]
+        c = idx.shape[0]
+        step = -(-c // -(-c // block_size))  # equal blocks of at most block_size rows
+        for start in range(0, c, step):
+            block = idx[start : min(start + step, c)]
             for t in terms:
                 logits = logits + t.off_diagonal_sums(block)
         return logits

@@ -236,10 +236,12 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         if "samples" in r:
             xs, ys = zip(*r["samples"], strict=True)
-            ax.plot(xs, ys, marker=".", label=r["framework"])
+            label = f"{r['framework']} ({ys[0]:.0f} MiB after warm-up)"
+            ax.plot(xs, [y - ys[0] for y in ys], marker=".", label=label)
+    ax.axhline(FLOOR_MIB, color="grey", linestyle="--", linewidth=1, label="noise floor")
     ax.set_xlabel("selections after warm-up")
-    ax.set_ylabel("resident set size (MiB)")
-    ax.set_title("Soak: RSS over consecutive selections (one process per backend)")
+    ax.set_ylabel("RSS growth since warm-up (MiB)")
+    ax.set_title("Soak: resident memory over consecutive selections, one process per backend")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

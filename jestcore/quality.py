@@ -53,6 +53,7 @@ def batch_score(scores: Any, indices: Any, /) -> Any:
     n = scores.shape[0]
     if scores.shape[1] != n:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
+    v.check_nonempty("scores", scores)
     backend = get_backend(xp)
     _check_indices(indices, n, xp, backend)
     same_device({"scores": scores, "indices": indices})

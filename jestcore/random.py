@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jestcore._namespace import namespace_of
+from jestcore._namespace import namespace_of, same_device
 
 __all__ = ["fold_in", "gumbel_noise", "uniform"]
 
@@ -93,6 +93,10 @@ def fold_in(seed: Any, data: int | Any, /) -> Any:
         A Python int in ``[0, 2**32)`` when both arguments are Python ints, else a 0-d int32
         array (a bit pattern: its low 32 bits are the same seed).
 
+    Raises:
+        TypeError: If ``seed`` or ``data`` is not an int or a 0-d integer array.
+        ValueError: If ``seed`` is out of range, or the two arrays are on different devices.
+
     Example:
         >>> fold_in(0, 1) != fold_in(0, 2)
         True
@@ -105,9 +109,9 @@ def fold_in(seed: Any, data: int | Any, /) -> Any:
         return _mix(_wrap_int(key + _mix(_wrap_int(data), _wrap_int) * _GOLDEN), _wrap_int) % 2**32
     arrays = [a for a in (seed, data) if not isinstance(a, int)]
     xp = namespace_of(*arrays, name="seed, data")
-    device = getattr(arrays[0], "device", None)
     if not isinstance(data, int):
         _check_seed(data, "data")
+    device = same_device({"seed": seed, "data": data})
     key = _seed_key(seed, xp, device)
     return xp.reshape(_mix(key + _mix(_as_int32(data, xp, device)) * _GOLDEN), ())
 

@@ -29,9 +29,9 @@ SCORES: dict[str, tuple[int, int]] = {
 #: Default bound on the elements of one temporary block of pairwise logits (64 MiB in float32).
 BLOCK_ELEMENTS = 2**24
 
-#: The default bound of :func:`joint_select_embeddings` (128 MiB blocks in float32): at paper
-#: scale (N = 163,840) NumPy ran its updates ~1.4x faster with blocks of ~200 rows than ~100
-#: (matrix products of few rows against a long operand are slow); see bench/README.md.
+#: The default bound of :func:`joint_select_embeddings` (128 MiB blocks in float32): at
+#: N = 163,840 NumPy selected ~1.15x faster with blocks of ~170-200 rows than of ~100 (matrix
+#: products of few rows against a long operand are slow); see bench/README.md.
 SELECT_BLOCK_ELEMENTS = 2**25
 
 

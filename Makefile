@@ -28,7 +28,7 @@ test: $(VENV)/.all  ## Install everything (torch, jax, docs) and run lint, types
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
-	@if [ -f mkdocs.yml ]; then $(BIN)/mkdocs build --strict --quiet; fi
+	@if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet; fi
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .

@@ -117,6 +117,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     except ValueError as e:
         out["size_error"] = np.array(str(e))
     np.savez(Path(out_dir) / f"rank{rank}.npz", **out)
+    dist.barrier()  # no rank tears gloo down while a peer still has work in flight
     dist.destroy_process_group()
 
 

@@ -170,6 +170,9 @@ def _train(mode: str, rank: int, world: int, folder: str) -> None:
             record[f"{scope}/from{start}/weights"] = params.numpy()
     np.savez(out_dir / f"{mode}-rank{rank}.npz", **record)
     if world > 1:
+        # No rank tears gloo down while a peer still has work in flight (that aborts the peer
+        # with "terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -160,20 +160,12 @@ def joint_select_embeddings(
     return blocked_select(logits, sizes, noise_row, update, xp)
 
 
-def _check_embeddings(
-    learner: Any, reference: Any, score: str, **others: Any
-) -> tuple[Any, int, Any, list[tuple[str, PairEmbeddings, int]]]:
-    """Static checks of the models that ``score`` needs (types, shapes, namespace, device).
-
-    ``others`` are further arrays of the call (e.g. ``noise``), by name: they must share the
-    embeddings' namespace and device.
+def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> int:
+    """Dtypes, shapes, a common N and scale/bias of each ``(name, embeddings, sign)``.
 
     Returns:
-        ``(xp, N, device, [(name, embeddings, sign), ...])``.
+        The number of examples N that every model embeds.
     """
-    models = _models(learner, reference, score)
-    arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
-    xp = namespace_of(*arrays.values(), *others.values(), name=", ".join([*arrays, *others]))
     n = None
     for name, m, _ in models:
         v.check_floating(f"{name}.image", m.image, xp, ndim=2)
@@ -192,6 +184,24 @@ def _check_embeddings(
         n = m.image.shape[0]
         check_scale_bias(m.scale, m.bias, xp)
     assert n is not None
+    return n
+
+
+def _check_embeddings(
+    learner: Any, reference: Any, score: str, **others: Any
+) -> tuple[Any, int, Any, list[tuple[str, PairEmbeddings, int]]]:
+    """Static checks of the models that ``score`` needs (types, shapes, namespace, device).
+
+    ``others`` are further arrays of the call (e.g. ``noise``), by name: they must share the
+    embeddings' namespace and device.
+
+    Returns:
+        ``(xp, N, device, [(name, embeddings, sign), ...])``.
+    """
+    models = _models(learner, reference, score)
+    arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
+    xp = namespace_of(*arrays.values(), *others.values(), name=", ".join([*arrays, *others]))
+    n = check_model_shapes(models, xp)
     scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("scale", "bias")}
     return xp, n, same_device({**arrays, **scalars, **others}), models
 

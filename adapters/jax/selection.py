@@ -44,9 +44,14 @@ from jestcore.backends import get_backend
 
 from jestcore import _validation as v
 from jestcore.random import _GOLDEN, _MANTISSA_BITS, _check_seed, _mix, _seed_key, _srl
-from jestcore.scores import check_scale_bias
 from jestcore.selection import chunk_sizes
-from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings, _models, _Terms
+from jestcore.streaming import (
+    BLOCK_ELEMENTS,
+    PairEmbeddings,
+    _models,
+    _Terms,
+    check_model_shapes,
+)
 
 __all__ = ["gumbel_rows", "joint_select", "joint_select_embeddings"]
 
@@ -284,24 +289,7 @@ def check_embeddings(
     models = _models(learner, reference, score)
     arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
     check_jax(**arrays)
-    n = None
-    for name, m, _ in models:
-        v.check_floating(f"{name}.image", m.image, jnp, ndim=2)
-        v.check_floating(f"{name}.text", m.text, jnp, ndim=2)
-        v.check_nonempty(f"{name}.image", m.image)
-        if m.image.shape != m.text.shape:
-            raise ValueError(
-                f"{name}.image and {name}.text must have the same shape (N, d), got "
-                f"{tuple(m.image.shape)} and {tuple(m.text.shape)}"
-            )
-        if n is not None and m.image.shape[0] != n:
-            raise ValueError(
-                f"learner and reference must embed the same N examples, got N = {n} and "
-                f"{m.image.shape[0]}"
-            )
-        n = m.image.shape[0]
-        check_scale_bias(m.scale, m.bias, jnp)
-    assert n is not None
+    n = check_model_shapes(models, jnp)
     return models, arrays, n
 
 

@@ -7,7 +7,7 @@ namespace) and returns arrays of the same namespace and device. No framework is 
 from jestcore.quality import batch_score, batch_score_embeddings
 from jestcore.random import fold_in, gumbel_noise, uniform
 from jestcore.scores import easy_reference, hard_learner, learnability, sigmoid_loss_matrix
-from jestcore.selection import chunk_sizes, independent_select, joint_select
+from jestcore.selection import chunk_sizes, independent_select, joint_select, sub_batch_size
 from jestcore.streaming import PairEmbeddings, joint_select_embeddings
 
 __version__ = "0.1.0"
@@ -26,5 +26,6 @@ __all__ = [
     "joint_select_embeddings",
     "learnability",
     "sigmoid_loss_matrix",
+    "sub_batch_size",
     "uniform",
 ]

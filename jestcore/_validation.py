@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Any
 
@@ -23,6 +24,15 @@ def check_int(
         bound = f"between {low} and {high_doc or high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}, got {v}")
     return v
+
+
+def check_ratio(name: str, value: Any) -> float:
+    """``value`` as a float in ``[0, 1)``: a real number (NumPy scalars too), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
 
 
 def check_floating(name: str, x: Any, xp: Any, *, ndim: int | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.random import _gumbel_row, _seed_key
 
-__all__ = ["chunk_sizes", "independent_select", "joint_select"]
+__all__ = ["chunk_sizes", "independent_select", "joint_select", "sub_batch_size"]
 
 
 def chunk_sizes(n_select: int, n_chunks: int) -> tuple[int, ...]:
@@ -31,6 +32,45 @@ def chunk_sizes(n_select: int, n_chunks: int) -> tuple[int, ...]:
     n_chunks = v.check_int("n_chunks", n_chunks, low=1, high=n_select, high_doc="n_select")
     q, r = divmod(n_select, n_chunks)
     return tuple(q + (k < r) for k in range(n_chunks))
+
+
+def sub_batch_size(
+    n: int, /, *, filter_ratio: float | None = None, batch_size: int | None = None
+) -> int:
+    """How many examples to keep from a super-batch of ``n``: the one rule every adapter uses.
+
+    Give exactly one of ``filter_ratio`` (the fraction to discard, 0.8 in the paper) or
+    ``batch_size`` (the number to keep). A filter ratio keeps ``round(n * (1 - filter_ratio))``
+    examples, halves rounded up, and at least one, so a short last super-batch of a data
+    loader still trains; a batch size must fit in ``n``.
+
+    Args:
+        n: The super-batch size (``>= 1``).
+        filter_ratio: A float in ``[0, 1)``.
+        batch_size: An int in ``[1, n]``.
+
+    Returns:
+        The sub-batch size, between 1 and ``n``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If both or neither option is given, or a value is out of range.
+
+    Example:
+        >>> sub_batch_size(320, filter_ratio=0.8), sub_batch_size(9, filter_ratio=0.8)
+        (64, 2)
+    """
+    n = v.check_int("n", n, low=1)
+    if (batch_size is None) == (filter_ratio is None):
+        raise ValueError(
+            "give exactly one of batch_size=... (examples to keep) or filter_ratio=... "
+            f"(fraction to discard), got batch_size={batch_size!r}, filter_ratio={filter_ratio!r}"
+        )
+    if batch_size is not None:
+        return v.check_int("batch_size", batch_size, low=1, high=n, high_doc=f"N = {n}")
+    f = v.check_ratio("filter_ratio", filter_ratio)
+    # Rounded to 9 decimals first, so that e.g. 10 * (1 - 0.75) = 2.5 rounds up as written.
+    return min(n, max(1, math.floor(round(n * (1 - f), 9) + 0.5)))
 
 
 def _noise_source(seed: Any, noise: Any, greedy: bool, n: int, xp: Any, device: Any) -> Callable:

@@ -284,3 +284,46 @@ def test_array_seed_on_every_backend(backend):
     seed = backend.asarray(np.asarray(12345, dtype=np.int32))
     got = backend.to_numpy(joint_select(backend.asarray(s), 8, n_chunks=2, seed=seed))
     np.testing.assert_array_equal(got, joint_select(s, 8, n_chunks=2, seed=12345))
+
+
+@pytest.mark.parametrize(
+    ("n", "f", "expected"),
+    [
+        (320, 0.8, 64),
+        (9, 0.8, 2),
+        (8, 0.99, 1),
+        (10, 0.75, 3),
+        (10, 0.8, 2),
+        (1, 0.5, 1),
+        (5, 0.0, 5),
+    ],
+)
+def test_sub_batch_size_rounds_to_nearest_halves_up_at_least_one(n, f, expected):
+    assert jestcore.sub_batch_size(n, filter_ratio=f) == expected
+
+
+def test_sub_batch_size_grid_is_round_half_up_of_exact_fraction():
+    from fractions import Fraction
+
+    for n in range(1, 70):
+        for pct in range(0, 100, 5):
+            exact = n * (1 - Fraction(pct, 100))
+            want = min(n, max(1, int(exact + Fraction(1, 2))))
+            assert jestcore.sub_batch_size(n, filter_ratio=pct / 100) == want, (n, pct)
+    assert jestcore.sub_batch_size(7, batch_size=7) == 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({}, ValueError, "exactly one of batch_size"),
+        ({"filter_ratio": 0.5, "batch_size": 2}, ValueError, "exactly one of batch_size"),
+        ({"filter_ratio": 1.0}, ValueError, "filter_ratio must be in"),
+        ({"filter_ratio": "0.5"}, TypeError, "filter_ratio must be a float"),
+        ({"filter_ratio": True}, TypeError, "filter_ratio must be a float"),
+        ({"batch_size": 11}, ValueError, "batch_size must be between 1 and N = 10"),
+    ],
+)
+def test_sub_batch_size_refuses_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        jestcore.sub_batch_size(10, **kwargs)

@@ -1,27 +1,26 @@
 """Selection over ``torch.distributed`` (gloo, CPU) with 2 and 4 processes.
 
 Each test launches the ranks as subprocesses of this file (``python test_torch_distributed.py
-RANK WORLD INIT_FILE OUT_DIR``), with a rendezvous file, a collective timeout and a process
-timeout, so a failure can never hang the suite. Every rank writes what it selected; the test
-recomputes the expected selections in one process over the concatenated super-batch.
+INIT_FILE OUT_DIR RANK WORLD``, through :mod:`ranks`), with a rendezvous file, a collective
+timeout and a process timeout, so a failure can never hang the suite. Every rank writes what it
+selected; the test recomputes the expected selections in one process over the whole super-batch.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ranks
 import torch
 
 import jestcore
 
 N_LOCAL, B, D, CHUNKS = 24, 5, 4, 3
 SEED, SELECTOR_SEED = 77, 2024
-TIMEOUT_S = 240  # the whole launch; collectives time out after 60 s
 
 
 def super_batch(world: int):
@@ -122,32 +121,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def launch(world: int, tmp_path: Path) -> list[dict[str, np.ndarray]]:
-    init_file = tmp_path / "rendezvous"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, str(r), str(world), str(init_file), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, (p, log) in enumerate(zip(procs, logs, strict=True)):
-        assert p.returncode == 0, f"rank {r} failed:\n{log}"
-    results = []
-    for r in range(world):
-        with np.load(tmp_path / f"rank{r}.npz", allow_pickle=False) as z:
-            results.append(dict(z))
-    return results
+    ranks.launch_ok(__file__, [tmp_path / "rendezvous", tmp_path], world)
+    return [ranks.load_npz(tmp_path / f"rank{r}.npz") for r in range(world)]
 
 
 def interleave(shares: list[np.ndarray]) -> np.ndarray:
@@ -216,4 +191,4 @@ def test_global_and_local_selection_across_ranks(world, tmp_path):
 
 
 if __name__ == "__main__":
-    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    _worker(int(sys.argv[3]), int(sys.argv[4]), sys.argv[1], sys.argv[2])

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints-cpu.txt
 DEPS := pyproject.toml constraints-cpu.txt
 
-.PHONY: demo test lint docs docs-serve bench clean
+.PHONY: demo test lint imports docs docs-serve bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ test: $(VENV)/.all  ## Install everything (torch, jax, docs) and run lint, types
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory imports
 	$(BIN)/python -m pytest
 	@if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet; fi
 
@@ -34,6 +35,17 @@ lint: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory imports
+
+# import-linter reads packages from disk, and our import namespace maps three folders into one
+# package (jestcore, jestcore.backends, jestcore.adapters): lint a copy laid out as installed.
+IMPORTS_TREE := build/lint-imports
+imports: $(VENV)/.all  ## Check the layering contracts in pyproject.toml ([tool.importlinter]).
+	rm -rf $(IMPORTS_TREE) && mkdir -p $(IMPORTS_TREE)
+	cp -r jestcore $(IMPORTS_TREE)/jestcore
+	cp -r backends $(IMPORTS_TREE)/jestcore/backends
+	cp -r adapters $(IMPORTS_TREE)/jestcore/adapters
+	cd $(IMPORTS_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 docs: $(VENV)/.all
 	$(BIN)/mkdocs build --strict

@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jestcore.adapters import demo
+    from jestcore.adapters.demo import app as demo
 
     overrides = {
         key: value
@@ -103,7 +103,7 @@ def _select_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from jestcore.adapters.demo import BACKENDS, METHODS
+    from jestcore.adapters.demo.app import BACKENDS, METHODS
 
     parser = argparse.ArgumentParser(prog="jestcore", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

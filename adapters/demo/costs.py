@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from jestcore.adapters.recipe import check_real, super_batch_size
 
-from jestcore import _validation as v
+from jestcore._validation import check_int
 
 __all__ = [
     "AFFINE_FLOPS",
@@ -101,7 +101,7 @@ def mlp_flops(layer_sizes: Sequence[int]) -> int:
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
     if len(layer_sizes) < 2:
         raise ValueError(f"layer_sizes needs at least [in, out], got {list(layer_sizes)}")
-    sizes = [v.check_int(f"layer_sizes[{i}]", s, low=1) for i, s in enumerate(layer_sizes)]
+    sizes = [check_int(f"layer_sizes[{i}]", s, low=1) for i, s in enumerate(layer_sizes)]
     return sum(2 * a * b for a, b in itertools.pairwise(sizes))
 
 
@@ -166,14 +166,14 @@ def selection_flops(
         >>> selection_flops(320, 64, learner_dim=32, reference_dim=32)  # learnability
         5657920
     """
-    n = v.check_int("n_super", n_super, low=1)
-    b = v.check_int("n_select", n_select, low=1)
+    n = check_int("n_super", n_super, low=1)
+    b = check_int("n_select", n_select, low=1)
     if b > n:
         raise ValueError(f"n_select must be between 1 and n_super = {n}, got {b}")
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     dims = [
-        v.check_int(name, d, low=1)
+        check_int(name, d, low=1)
         for name, d in (("learner_dim", learner_dim), ("reference_dim", reference_dim))
         if d is not None
     ]
@@ -182,7 +182,7 @@ def selection_flops(
     joint = selection.startswith("joint")
     chunks, rows = 1, 0  # independent selection: one draw, no conditional updates
     if joint:
-        chunks = v.check_int("n_chunks", n_chunks, low=1)
+        chunks = check_int("n_chunks", n_chunks, low=1)
         if chunks > b:
             raise ValueError(f"n_chunks must be between 1 and n_select = {b}, got {chunks}")
         rows = b - _last_chunk(b, chunks)
@@ -290,7 +290,7 @@ def step_flops(
         >>> step_flops(batch_size=64, train_flops=100, score=None).total
         19200.0
     """
-    b = v.check_int("batch_size", batch_size, low=1)
+    b = check_int("batch_size", batch_size, low=1)
     f_train = check_real("train_flops", train_flops, low=0.0)
     f_score = f_train if score_flops is None else check_real("score_flops", score_flops, low=0.0)
     f_ref = check_real("reference_flops", reference_flops, low=0.0)
@@ -419,7 +419,7 @@ def smooth(values: Sequence[float] | np.ndarray, window: int = 3) -> np.ndarray:
         [1.5, 3.0, 4.0, 4.5]
     """
     v = _values_array(values)
-    w = v.check_int("window", window, low=1)
+    w = check_int("window", window, low=1)
     if w % 2 == 0:
         raise ValueError(f"window must be odd, got {w}")
     n, h = v.size, w // 2

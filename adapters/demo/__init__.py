@@ -16,6 +16,9 @@ The library never imports this package: the trainers and the selection adapters 
 neutral :mod:`jestcore.adapters.recipe` with it.
 """
 
+import importlib
+from typing import Any
+
 from jestcore.adapters.demo import costs, digits, synthetic, text  # noqa: F401 (submodules)
 from jestcore.adapters.demo.app import (
     BACKENDS,
@@ -68,3 +71,12 @@ __all__ = [
     "summarize",
     "super_batch_indices",
 ]
+
+#: Submodules loaded on first access: they import a framework or are the command line.
+_LAZY = ("cli", "jax_backend", "torch_backend")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -511,3 +511,17 @@ def test_cli_reports_bad_options_clearly(
     assert "jax trainer" in err and "--backend" in err
     with pytest.raises(SystemExit):
         cli.main(["demo", "--backend", "tensorflow"])
+
+
+def test_select_demo_sizes_the_sub_batch_with_the_spec_rule(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from jestcore.adapters.demo import cli
+
+    assert cli.main(["select-demo", "--n", "90", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"keep b = {jestcore.sub_batch_size(90, filter_ratio=0.8)} " in out  # 18
+    summary = json.loads((tmp_path / "synthetic.json").read_text())
+    assert set(summary) == {"uniform", "independent", "joint"}
+    assert cli.main(["select-demo", "--filter-ratio", "1.5"]) == 2
+    assert "filter_ratio must be in [0, 1)" in capsys.readouterr().err

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from jestcore.adapters.demo import DemoConfig, super_batch_indices
-from jestcore.adapters.digits import make_digits
+from jestcore.adapters.demo import torch_backend as backend
+from jestcore.adapters.demo.digits import make_digits
 from jestcore.adapters.torch import trainer
 
 
@@ -32,8 +33,8 @@ def main() -> None:
 
     config = DemoConfig()
     data = make_digits(config.data)
-    reference = trainer.train_reference(data, config, args.seed)
-    learner = trainer.demo_model(config, args.seed)
+    reference = backend.train_reference(data, config, args.seed)
+    learner = backend.demo_model(config, args.seed)
     pool = data.pool
     trainer.train(
         learner,
@@ -49,7 +50,7 @@ def main() -> None:
     )
     arrays = {}
     for name, model in (("learner", learner), ("reference", reference)):
-        e = trainer.embed(model, pool.images, pool.tokens)
+        e = backend.embed(model, pool.images, pool.tokens)
         arrays.update(
             {
                 f"{name}_image": e.image,

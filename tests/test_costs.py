@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jestcore.adapters import costs as C
+from jestcore.adapters.demo import costs as C
 
 import jestcore
 

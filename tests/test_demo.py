@@ -1,9 +1,11 @@
-"""The framework-neutral demo: config, shared recipe, compute model, runner, report and CLI."""
+"""The demo application (config, recipe, compute model, runner, report and CLI), the neutral
+recipe it shares with the trainers, and the library's independence from it."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -11,13 +13,89 @@ from typing import Any
 
 import numpy as np
 import pytest
-from jestcore.adapters import costs, demo
-from jestcore.adapters.digits import Digits, make_digits
-from jestcore.adapters.text import VOCAB
+from jestcore.adapters import recipe
+from jestcore.adapters.demo import app as demo
+from jestcore.adapters.demo import costs
+from jestcore.adapters.demo.digits import Digits, make_digits
+from jestcore.adapters.demo.text import VOCAB
 
 import jestcore
 
 REQUIRED_METHOD_KEYS = {"final_accuracy", "steps_to_target", "flops_to_target"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The library never imports the demo.
+
+
+def test_the_library_and_the_trainers_load_no_module_of_the_demo() -> None:
+    code = (
+        "import sys\n"
+        "import jestcore, jestcore.adapters.recipe\n"
+        "import jestcore.adapters.torch, jestcore.adapters.torch.trainer\n"
+        "import jestcore.adapters.jax, jestcore.adapters.jax.trainer\n"
+        "print(sorted(m for m in sys.modules if m.startswith('jestcore.adapters.demo')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_demo_shares_the_one_registry_of_the_recipe() -> None:
+    assert demo.METHODS is recipe.METHODS and demo.METHOD_SPECS is recipe.METHOD_SPECS
+    assert demo.MethodSpec is recipe.MethodSpec
+    assert costs.super_batch_size is recipe.super_batch_size
+
+
+@pytest.mark.parametrize("score", ["learnability", "hard_learner", "easy_reference"])
+def test_independent_selection_is_one_chunk_and_honours_the_score(score: str) -> None:
+    """A method's selection call is (score, spec.n_chunks): for an independent method that is
+    the spec's independent selection on each pair's own score, whatever the score."""
+    rng = np.random.default_rng(2)
+    learner, reference = _embeddings(rng, 60, 8), _embeddings(rng, 60, 8)
+    spec = recipe.MethodSpec("x", score, "independent_diagonal", 1, "")
+    assert spec.n_chunks(16) == 1 and recipe.METHOD_SPECS["jest"].n_chunks(16) == 16
+    got = jestcore.joint_select_embeddings(
+        learner if spec.uses_learner else None,
+        reference if spec.uses_reference else None,
+        12,
+        n_chunks=spec.n_chunks(4),
+        score=score,
+        seed=3,
+    )
+
+    def own(m: jestcore.PairEmbeddings) -> np.ndarray:
+        logit = m.scale * np.sum(m.image * m.text, axis=1) + m.bias
+        return np.logaddexp(0.0, -logit)
+
+    diagonal = {
+        "learnability": own(learner) - own(reference),
+        "hard_learner": own(learner),
+        "easy_reference": -own(reference),
+    }[score]
+    np.testing.assert_array_equal(got, jestcore.independent_select(diagonal, 12, seed=3))
+    assert recipe.METHOD_SPECS["independent"].score == "learnability"  # the paper's baseline
+
+
+def test_recipe_super_batch_size_inverts_the_spec_sub_batch_size() -> None:
+    for b in (1, 2, 7, 64, 100):
+        for f in (0.0, 0.3, 0.5, 0.75, 0.8, 0.9):
+            n = recipe.super_batch_size(b, f)
+            assert jestcore.sub_batch_size(n, filter_ratio=f) == b, (b, f, n)
+    with pytest.raises(ValueError, match="filter_ratio"):
+        recipe.super_batch_size(8, 1.0)
+    with pytest.raises(TypeError, match="batch_size"):
+        recipe.super_batch_size(8.0, 0.5)
+
+
+def test_recipe_draw_rows() -> None:
+    a = recipe.draw_rows(50, 20, seed=1, step=2)
+    assert a.dtype == np.int64 and np.unique(a).size == 20
+    np.testing.assert_array_equal(a, recipe.draw_rows(50, 20, seed=1, step=2))
+    assert not np.array_equal(a, recipe.draw_rows(50, 20, seed=1, step=2, stream=2))
+    with pytest.raises(ValueError, match="size"):
+        recipe.draw_rows(10, 11, seed=0, step=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +449,7 @@ def test_load_backend_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from jestcore.adapters import cli
+    from jestcore.adapters.demo import cli
 
     seen: dict[str, Any] = {}
 
@@ -421,7 +499,7 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_cli_reports_bad_options_clearly(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from jestcore.adapters import cli
+    from jestcore.adapters.demo import cli
 
     assert cli.main(["demo", "--filter-ratio", "1.5", "--out", str(tmp_path)]) == 2
     assert "filter_ratio" in capsys.readouterr().err
@@ -433,3 +511,17 @@ def test_cli_reports_bad_options_clearly(
     assert "jax trainer" in err and "--backend" in err
     with pytest.raises(SystemExit):
         cli.main(["demo", "--backend", "tensorflow"])
+
+
+def test_select_demo_sizes_the_sub_batch_with_the_spec_rule(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from jestcore.adapters.demo import cli
+
+    assert cli.main(["select-demo", "--n", "90", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"keep b = {jestcore.sub_batch_size(90, filter_ratio=0.8)} " in out  # 18
+    summary = json.loads((tmp_path / "synthetic.json").read_text())
+    assert set(summary) == {"uniform", "independent", "joint"}
+    assert cli.main(["select-demo", "--filter-ratio", "1.5"]) == 2
+    assert "filter_ratio must be in [0, 1)" in capsys.readouterr().err

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jestcore.adapters import digits as D
-from jestcore.adapters.text import (
+from jestcore.adapters.demo import digits as D
+from jestcore.adapters.demo.text import (
     NUMBER_WORDS,
     PAD_ID,
     UNK_ID,

@@ -1,7 +1,8 @@
-"""The JAX SigLIP trainer: loss, schedule, models, selection inside the step, compilation, demo.
+"""The JAX SigLIP trainer: loss, schedule, models, selection inside the step, compilation, and
+the demo's JAX backend (:mod:`jestcore.adapters.demo.jax_backend`).
 
 Inputs are built in NumPy. The maths is checked against literal oracles (a double loop for the
-loss, :func:`jestcore.adapters.demo.learning_rate` for the schedule, nearest-neighbour
+loss, :func:`jestcore.adapters.recipe.learning_rate` for the schedule, nearest-neighbour
 upsampling for Flexi scoring, :func:`jestcore.adapters.demo.select_sub_batch` on NumPy for the
 selection), and against the PyTorch trainer started from the same weights.
 """
@@ -14,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jestcore.adapters import demo
-from jestcore.adapters.digits import DigitsConfig, downsample
+from jestcore.adapters import demo, recipe
+from jestcore.adapters.demo import jax_backend as jb
+from jestcore.adapters.demo.digits import DigitsConfig
 from jestcore.adapters.jax import trainer as jt
+from jestcore.adapters.recipe import downsample
 
 import jestcore
 
@@ -86,12 +89,13 @@ def test_siglip_loss_matches_literal_double_loop() -> None:
 
 
 @pytest.mark.parametrize(("total", "fraction"), [(1, 0.05), (10, 0.1), (37, 0.05), (300, 0.2)])
-def test_schedule_equals_the_demo_learning_rate(total: int, fraction: float) -> None:
-    config = demo.DemoConfig(learning_rate=3e-3, warmup_fraction=fraction)
-    warm = max(1, round(fraction * total))
+def test_schedule_equals_the_recipe_learning_rate(total: int, fraction: float) -> None:
+    warm = recipe.warmup_steps(total, fraction)
     schedule = jt.learning_rate_schedule(3e-3, total, warm)
     got = np.asarray(jax.vmap(schedule)(jnp.arange(total)))
-    expected = [demo.learning_rate(t, total, config) for t in range(total)]
+    expected = [
+        recipe.learning_rate(t, total, peak=3e-3, warmup_fraction=fraction) for t in range(total)
+    ]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-10)
 
 
@@ -104,7 +108,7 @@ def test_optimizer_steps_follow_the_schedule() -> None:
     grads = {"x": jnp.asarray([1.0, -2.0, 0.5])}
     for t in range(3):  # constant gradients: bias-corrected Adam steps by -lr * sign(g)
         updates, state = opt.update(grads, state, params)
-        lr = demo.learning_rate(t, 20, demo.DemoConfig(learning_rate=1e-2, warmup_fraction=0.2))
+        lr = recipe.learning_rate(t, 20, peak=1e-2, warmup_fraction=0.2)
         np.testing.assert_allclose(np.asarray(updates["x"]), -lr * np.sign([1, -2, 0.5]), rtol=1e-5)
 
 
@@ -380,7 +384,7 @@ def test_bad_input_raises_naming_the_argument(tiny: dict) -> None:
     with pytest.raises(ValueError, match="seed must be an int"):
         trainer.init(-1)
     with pytest.raises(TypeError, match="model must be a"):
-        jt.embed("model", tiny["images"], tiny["tokens"])  # type: ignore[arg-type]
+        jb.embed("model", tiny["images"], tiny["tokens"])  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def test_cli_select_demo_prints_real_comparison(tmp_path: Path) -> None:
-    from jestcore.adapters.cli import main
+    from jestcore.adapters.demo.cli import main
 
     assert main(["select-demo", "--n", "1024", "--seeds", "2", "--out", str(tmp_path)]) == 0
     import json

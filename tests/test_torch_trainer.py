@@ -1,4 +1,5 @@
-"""The PyTorch reference trainer: models, loss, training on user arrays, the demo backend."""
+"""The PyTorch reference trainer (models, loss, schedule, training on user arrays) and the demo's
+PyTorch backend (:mod:`jestcore.adapters.demo.torch_backend`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from jestcore.adapters import demo
-from jestcore.adapters.digits import downsample, make_digits
+from jestcore.adapters import demo, recipe
+from jestcore.adapters.demo import torch_backend as TB
+from jestcore.adapters.demo.digits import make_digits
+from jestcore.adapters.recipe import downsample
+from jestcore.adapters.torch import select_batch
 from jestcore.adapters.torch import trainer as T
 from torch import nn
 
@@ -163,8 +167,8 @@ def test_train_trains_on_the_selected_rows(small_data) -> None:
     pool = small_data.pool
     images, tokens = pool.images[:2000], pool.tokens[:2000]
     config = demo.DemoConfig(steps=3, batch_size=8, n_chunks=2, image_hidden=16, embed_dim=8)
-    model = T.demo_model(config, 0)
-    reference = T.embed_arrays(T.demo_model(config, 1), images, tokens)
+    model = TB.demo_model(config, 0)
+    reference = T.embed_arrays(TB.demo_model(config, 1), images, tokens)
     trained_rows: list[np.ndarray] = []
     scored: list[jestcore.PairEmbeddings] = []
 
@@ -230,14 +234,20 @@ def test_train_rejects_bad_inputs(small_data) -> None:
         T.train(model, x.tolist(), t, steps=1, batch_size=8, method="uniform")
     with pytest.raises(ValueError, match="n_chunks"):
         T.train(model, x, t, steps=1, batch_size=8, n_chunks=16, method="jest", reference=None)
+    with pytest.raises(ValueError, match="super-batch N = 40"):
+        T.train(model, x[:30], t[:30], steps=1, batch_size=8, method="uniform")
+    with pytest.raises(ValueError, match="filter_ratio"):
+        T.train(model, x, t, steps=1, batch_size=8, method="uniform", filter_ratio=1.0)
+    with pytest.raises(TypeError, match="steps"):
+        T.train(model, x, t, steps=1.0, batch_size=8, method="uniform")
 
 
 def test_demo_backend_protocol_smoke(small_data) -> None:
     config = demo.DemoConfig.quick(steps=20, eval_every=10, reference_steps=10, image_hidden=32)
     steps: list[int] = []
-    reference = T.train_reference(small_data, config, 0, on_step=steps.append)
+    reference = TB.train_reference(small_data, config, 0, on_step=steps.append)
     assert steps == list(range(1, 11))
-    cached = T.embed(reference, small_data.pool.images, small_data.pool.tokens)
+    cached = TB.embed(reference, small_data.pool.images, small_data.pool.tokens)
     assert cached.image.dtype == np.float32 and cached.image.shape == (len(small_data.pool), 32)
     np.testing.assert_allclose(np.linalg.norm(cached.text, axis=1), 1.0, rtol=1e-5)
     assert isinstance(cached.scale, float) and isinstance(cached.bias, float)
@@ -245,7 +255,7 @@ def test_demo_backend_protocol_smoke(small_data) -> None:
     curves = {}
     for method in demo.METHODS:
         uses_reference = demo.METHOD_SPECS[method].uses_reference
-        curves[method] = T.train_learner(
+        curves[method] = TB.train_learner(
             small_data,
             cached if uses_reference else None,
             method,
@@ -284,7 +294,7 @@ def test_parallel_workers_give_the_serial_results() -> None:
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from jestcore.adapters.cli import main
+    from jestcore.adapters.demo.cli import main
 
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
@@ -325,17 +335,47 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True)
 
 
-@pytest.mark.parametrize("method", [m for m in demo.METHODS if m != "uniform"])
-def test_host_selection_equals_the_torch_adapter(method: str) -> None:
+@pytest.mark.parametrize("method", [m for m in recipe.METHODS if m != "uniform"])
+def test_registry_selection_call_is_the_same_in_the_torch_adapter_and_the_spec(method: str) -> None:
+    """One mapping from a method to a selection call: the trainer's (the torch adapter's
+    select_batch with the method's score and chunks) gives the demo's spec selection."""
     rng = np.random.default_rng(4)
     config = demo.DemoConfig(batch_size=16, n_chunks=4)
+    spec = recipe.METHOD_SPECS[method]
     learner = jestcore.PairEmbeddings(_unit(rng, 80, 8), _unit(rng, 80, 8), 10.0, -10.0)
     reference = jestcore.PairEmbeddings(_unit(rng, 80, 8), _unit(rng, 80, 8), 12.0, -9.0)
     for seed in range(3):
-        host = T._select(method, learner, reference, config, seed, on_host=True)
-        adapter = T._select(method, learner, reference, config, seed, on_host=False)
-        assert host.dtype == torch.int64 and host.shape == (16,)
-        assert torch.equal(host, adapter)
+        adapter = select_batch(
+            torch.arange(80),
+            learner if spec.uses_learner else None,
+            reference if spec.uses_reference else None,
+            batch_size=16,
+            n_chunks=spec.n_chunks(config.n_chunks),
+            score=spec.score,
+            seed=seed,
+        ).indices
+        spec_indices = demo.select_sub_batch(method, learner, reference, config, seed)
+        assert adapter.dtype == torch.int64 and adapter.shape == (16,)
+        assert torch.equal(adapter, spec_indices)
+
+
+def test_lr_scheduler_gives_the_recipe_schedule() -> None:
+    peak, total, warmup = 3e-3, 40, 0.1
+    param = nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.Adam([param], lr=peak)
+    scheduler = T.learning_rate_scheduler(optimizer, total_steps=total, warmup_fraction=warmup)
+    got = []
+    for _ in range(total):
+        got.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    want = [recipe.learning_rate(t, total, peak=peak, warmup_fraction=warmup) for t in range(total)]
+    np.testing.assert_allclose(got, want, rtol=4 * np.sqrt(np.finfo(np.float64).eps), atol=0)
+    assert got[0] == pytest.approx(peak / 4) and got[3] == pytest.approx(peak)  # 4 warm-up steps
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        T.learning_rate_scheduler(optimizer, total_steps=total, warmup_fraction=1.0)
+    with pytest.raises(TypeError, match="total_steps"):
+        T.learning_rate_scheduler(optimizer, total_steps=4.0, warmup_fraction=0.1)
 
 
 def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> None:
@@ -344,7 +384,7 @@ def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> N
     pool = small_data.pool
     images, tokens, ids = pool.images[:1500], pool.tokens[:1500], pool.example_ids[:1500]
     config = demo.DemoConfig(batch_size=16, n_chunks=4, image_hidden=16, embed_dim=8)
-    reference_model = T.demo_model(config, 1)
+    reference_model = TB.demo_model(config, 1)
     loader = [
         (
             ids[i : i + 500],
@@ -363,7 +403,7 @@ def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> N
     arrays = T.embed_arrays(reference_model, images, tokens)
     trained = []
     for reference, example_ids in ((cache, ids), (arrays, None)):
-        model = T.demo_model(config, 0)
+        model = TB.demo_model(config, 0)
         T.train(
             model,
             images,
@@ -380,7 +420,7 @@ def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> N
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="example_ids"):
         T.train(
-            T.demo_model(config, 0),
+            TB.demo_model(config, 0),
             images,
             tokens,
             steps=1,
@@ -390,7 +430,7 @@ def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> N
         )
     with pytest.raises(KeyError, match="not in the cache"):
         T.train(
-            T.demo_model(config, 0),
+            TB.demo_model(config, 0),
             images,
             tokens,
             steps=1,

@@ -12,11 +12,12 @@ Two layers:
   them with the learner (at a lower resolution for Flexi) and the cached reference embeddings,
   selects ``b`` with :class:`jestcore.adapters.jax.JESTSelector` (chunk loop as ``lax.scan``),
   gathers them with :func:`jestcore.adapters.jax.gather` and takes one Adam step.
-* **The demo's trainer protocol** (:class:`jestcore.adapters.demo.Trainer`):
-  :func:`train_reference`, :func:`embed` and :func:`train_learner`, the JAX backend of
-  ``jestcore demo --backend jax``. They follow the recipe of :mod:`jestcore.adapters.demo`
-  (architecture, loss, optimizer, schedule, super-batches, selection seeds) so that the JAX and
-  PyTorch backends train the same models on the same batches.
+* **Shared recipe**: the methods, super-batch sizes and draws and the learning-rate schedule
+  are :mod:`jestcore.adapters.recipe`'s (the PyTorch trainer and the demo use the same), so the
+  JAX and PyTorch trainers train the same models on the same batches.
+
+The demo application drives this trainer through :mod:`jestcore.adapters.demo.jax_backend`;
+nothing here imports the demo.
 
 Compilation: :meth:`SigLIPTrainer.run` is one module-level ``jax.jit`` whose static argument is
 the trainer (hashable: the model's functions and the config), and whose loop over steps is a
@@ -47,7 +48,6 @@ import dataclasses
 import functools
 import itertools
 import math
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,32 +55,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jestcore.adapters import demo as _demo
-from jestcore.adapters.digits import Digits, downsample
+from jestcore.adapters import recipe
 from jestcore.adapters.jax.state import JESTSelector, SelectionState, init_state
 from jestcore.adapters.jax.trees import gather
-from jestcore.adapters.text import PAD_ID, VOCAB
 
 from jestcore import PairEmbeddings
+from jestcore import _validation as v
 
 __all__ = [
     "DualEncoder",
-    "Model",
     "SigLIPTrainer",
     "StepInfo",
     "TrainConfig",
     "TrainState",
-    "demo_encoder",
-    "embed",
     "l2_normalize",
     "learning_rate_schedule",
     "mlp_dual_encoder",
     "siglip_loss",
-    "train_learner",
-    "train_reference",
 ]
 
-_LEARNER_STREAM, _REFERENCE_STREAM = 0, 1
+#: The token id of padding (the text encoder ignores it).
+_PAD_ID = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +96,7 @@ class DualEncoder(NamedTuple):
             training images (any trailing shape).
         text: ``(params, tokens) -> (n, d)`` text embeddings of int token ids ``(n, seq_len)``.
         pooled_image: ``(params, pooled, factor) -> (n, d)``: image embeddings from images
-            average-pooled by ``factor`` (:func:`jestcore.adapters.digits.downsample`), for Flexi
+            average-pooled by ``factor`` (:func:`jestcore.adapters.recipe.downsample`), for Flexi
             scoring at a lower resolution; ``None`` if the model has no such mode.
     """
 
@@ -132,14 +127,14 @@ def _pool_weights(w: Any, factor: int) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def mlp_dual_encoder(
-    *, pixels: int = 64, hidden: int = 512, embed_dim: int = 32, vocab_size: int = len(VOCAB)
+    *, pixels: int = 64, hidden: int = 512, embed_dim: int = 32, vocab_size: int = 36
 ) -> DualEncoder:
-    """The demo's dual encoder: an image MLP and a bag-of-words text encoder.
+    """A small dual encoder (the demo's): an image MLP and a bag-of-words text encoder.
 
     * image: ``pixels -> hidden -> embed_dim`` with a ReLU (dense layers initialized like
       PyTorch's ``nn.Linear``: uniform in ``+-1/sqrt(fan_in)``);
     * text: the sum of a ``(vocab_size, embed_dim)`` embedding (``N(0, 1)`` init) over the
-      non-padding tokens (id :data:`~jestcore.adapters.text.PAD_ID`);
+      non-padding tokens (id 0);
     * pooled images (Flexi): the first layer's weights summed over each ``factor x factor``
       block, applied to the block means: exactly the full layer on the nearest-neighbour
       upsampled image, at ``1 / factor**2`` of its FLOPs, with shared weights.
@@ -150,7 +145,7 @@ def mlp_dual_encoder(
         pixels: Flattened square image size (``s * s``).
         hidden: Hidden width of the image MLP.
         embed_dim: Embedding width of both encoders.
-        vocab_size: Number of token ids.
+        vocab_size: Number of token ids (default 36, the demo's vocabulary).
 
     Returns:
         The :class:`DualEncoder`.
@@ -164,8 +159,7 @@ def mlp_dual_encoder(
         ("embed_dim", embed_dim),
         ("vocab_size", vocab_size),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        v.check_int(name, value, low=1)
     if math.isqrt(pixels) ** 2 != pixels:
         raise ValueError(f"pixels must be a square number (flattened s x s images), got {pixels}")
 
@@ -194,15 +188,10 @@ def mlp_dual_encoder(
 
     def text(params: Any, tokens: Any) -> Any:
         table = params["text"]
-        mask = (tokens != PAD_ID).astype(table.dtype)[..., None]
+        mask = (tokens != _PAD_ID).astype(table.dtype)[..., None]
         return jnp.sum(jnp.take(table, tokens, axis=0) * mask, axis=1)
 
     return DualEncoder(init, image, text, pooled_image)
-
-
-def demo_encoder(config: _demo.DemoConfig) -> DualEncoder:
-    """The dual encoder of a demo config (:func:`mlp_dual_encoder` at its widths)."""
-    return mlp_dual_encoder(hidden=config.image_hidden, embed_dim=config.embed_dim)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +233,7 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int) -> 
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``.
 
     Step ``t`` (0-based) gets ``peak * (t + 1) / w`` while ``t < w``, then ``peak * (1 + cos(pi
-    * (t - w) / (total_steps - w))) / 2``: exactly :func:`jestcore.adapters.demo.learning_rate`
+    * (t - w) / (total_steps - w))) / 2``: exactly :func:`jestcore.adapters.recipe.learning_rate`
     (the PyTorch trainer's schedule), built from ``optax.linear_schedule`` and
     ``optax.cosine_decay_schedule``. (``optax.warmup_cosine_decay_schedule`` starts at
     ``init_value`` instead of ``peak / w`` and is one step later, so it would not match.)
@@ -282,9 +271,9 @@ class TrainConfig:
 
     Attributes:
         steps: Steps of the run (the length of the learning-rate schedule).
-        method: One of :data:`jestcore.adapters.demo.METHODS`: ``"uniform"``,
+        method: One of :data:`jestcore.adapters.recipe.METHODS`: ``"uniform"``,
             ``"hard_learner"``, ``"easy_reference"``, ``"independent"``, ``"jest"`` or
-            ``"flexi_jest"`` (see :data:`jestcore.adapters.demo.METHOD_SPECS`).
+            ``"flexi_jest"`` (see :data:`jestcore.adapters.recipe.METHOD_SPECS`).
         batch_size: ``b``, the examples trained on per step.
         filter_ratio: ``f``; the super-batch has ``N = round(b / (1 - f))`` examples.
         n_chunks: Chunks of joint selection.
@@ -306,67 +295,27 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "n_chunks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.method not in _demo.METHOD_SPECS:
-            raise ValueError(f"method must be one of {_demo.METHODS}, got {self.method!r}")
+            v.check_int(name, getattr(self, name), low=1)
+        recipe.method_spec(self.method)
         if self.n_chunks > self.batch_size:
             raise ValueError(
                 f"n_chunks must be at most batch_size = {self.batch_size}, got {self.n_chunks}"
             )
-        for name, low, high in (
-            ("filter_ratio", 0.0, 1.0),
-            ("warmup_fraction", 0.0, 1.0),
-            ("learning_rate", 0.0, math.inf),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a float, got {value!r}")
-            if not (low <= value < high):
-                raise ValueError(f"{name} must be in [{low}, {high}), got {value}")
-        for name in ("init_log_scale", "init_bias"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a float, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value}")
-
-    @classmethod
-    def from_demo(
-        cls, config: _demo.DemoConfig, method: str, *, steps: int | None = None
-    ) -> TrainConfig:
-        """The training configuration of ``method`` in a demo config.
-
-        Args:
-            config: The demo config.
-            method: One of :data:`jestcore.adapters.demo.METHODS`.
-            steps: Steps of the run (default ``config.steps``).
-
-        Returns:
-            The config.
-        """
-        return cls(
-            steps=config.steps if steps is None else steps,
-            method=method,
-            batch_size=config.batch_size,
-            filter_ratio=config.filter_ratio,
-            n_chunks=config.n_chunks,
-            learning_rate=config.learning_rate,
-            warmup_fraction=config.warmup_fraction,
-            init_log_scale=config.init_log_scale,
-            init_bias=config.init_bias,
-        )
+        v.check_ratio("filter_ratio", self.filter_ratio)
+        recipe.check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
+        recipe.check_real("learning_rate", self.learning_rate, low=0.0)
+        recipe.check_real("init_log_scale", self.init_log_scale)
+        recipe.check_real("init_bias", self.init_bias)
 
     @property
-    def spec(self) -> _demo.MethodSpec:
-        """The method's :class:`jestcore.adapters.demo.MethodSpec`."""
-        return _demo.METHOD_SPECS[self.method]
+    def spec(self) -> recipe.MethodSpec:
+        """The method's :class:`jestcore.adapters.recipe.MethodSpec`."""
+        return recipe.method_spec(self.method)
 
     @property
     def super_batch(self) -> int:
         """``N = round(b / (1 - f))``, the super-batch size (also drawn for uniform sampling)."""
-        return max(self.batch_size, round(self.batch_size / (1.0 - self.filter_ratio)))
+        return recipe.super_batch_size(self.batch_size, self.filter_ratio)
 
     @property
     def rows_per_step(self) -> int:
@@ -375,8 +324,8 @@ class TrainConfig:
 
     @property
     def warmup_steps(self) -> int:
-        """``max(1, round(warmup_fraction * steps))``."""
-        return max(1, round(self.warmup_fraction * self.steps))
+        """Warm-up steps: :func:`jestcore.adapters.recipe.warmup_steps` of the run."""
+        return recipe.warmup_steps(self.steps, self.warmup_fraction)
 
 
 class TrainState(NamedTuple):
@@ -387,7 +336,7 @@ class TrainState(NamedTuple):
         opt_state: The optax Adam state.
         selection: The :class:`jestcore.adapters.jax.SelectionState` (seed, step): step ``t``
             selects with seed ``jestcore.fold_in(seed, t)``, as
-            :func:`jestcore.adapters.demo.selection_seed`.
+            the demo's :func:`jestcore.adapters.demo.selection_seed`.
     """
 
     params: Any
@@ -549,9 +498,8 @@ class SigLIPTrainer:
                 reference.scale,
                 reference.bias,
             )
-        joint = spec.selection == "joint_streaming"
         selector = JESTSelector(
-            batch_size=b, n_chunks=self.config.n_chunks if joint else 1, score=spec.score
+            batch_size=b, n_chunks=spec.n_chunks(self.config.n_chunks), score=spec.score
         )
         return selector.select(state.selection, learner, ref)
 
@@ -587,7 +535,7 @@ class SigLIPTrainer:
             images: ``(n, ...)`` real images.
             tokens: ``(n, seq_len)`` integer token ids.
             pooled: ``(n, ...)`` images pooled by the method's factor; by default computed with
-                :func:`jestcore.adapters.digits.downsample` (square images only).
+                :func:`jestcore.adapters.recipe.downsample` (square images only).
 
         Returns:
             ``{"images", "tokens"}`` (and ``"pooled"``) JAX arrays.
@@ -621,7 +569,7 @@ class SigLIPTrainer:
         }
         factor = self.config.spec.factor
         if factor > 1 and self.config.spec.uses_learner:
-            low = downsample(images_np, factor) if pooled is None else np.asarray(pooled)
+            low = recipe.downsample(images_np, factor) if pooled is None else np.asarray(pooled)
             if low.shape[0] != n:
                 raise ValueError(f"pooled must have {n} rows, got shape {low.shape}")
             data["pooled"] = jnp.asarray(low, jnp.float32)
@@ -697,8 +645,7 @@ class SigLIPTrainer:
             pooled: Pooled images for Flexi scoring (default: computed, see :meth:`prepare`).
             seed: Seed of the super-batch draws (default: the selection seed of ``state``).
             draw: ``step -> (N,)`` distinct rows of that step's super-batch; by default ``N``
-                distinct rows drawn uniformly (``numpy.random.default_rng([seed, 1, step])``,
-                as :func:`jestcore.adapters.demo.super_batch_indices`).
+                distinct rows drawn uniformly (:func:`jestcore.adapters.recipe.draw_rows`).
             eval_every: Call ``on_eval`` every this many steps (and after the last step).
             on_eval: ``(step count, state) -> None``, e.g. to evaluate or checkpoint.
             start: The step count of ``state``.
@@ -724,7 +671,7 @@ class SigLIPTrainer:
             width = c.super_batch if n >= c.super_batch else c.rows_per_step
 
             def draw(step: int) -> np.ndarray:
-                return np.random.default_rng([seed, 1, step]).choice(n, size=width, replace=False)
+                return recipe.draw_rows(n, width, seed=seed, step=step)
 
         block = eval_every if eval_every is not None else min(c.steps, 100)
         losses = []
@@ -789,167 +736,3 @@ def _pair_embeddings(
 
 _embed_pairs_jit = jax.jit(_pair_embeddings, static_argnums=(0, 4))
 _embed_texts_jit = jax.jit(_embed_texts, static_argnums=0)
-
-
-# --------------------------------------------------------------------------------------------
-# The demo's trainer protocol.
-
-
-def _model_params(model: Model) -> tuple[DualEncoder, Any]:
-    if not isinstance(model, Model):
-        raise TypeError(
-            f"model must be a jestcore.adapters.jax.trainer.Model, got {type(model).__name__}"
-        )
-    return model.encoder, model.params
-
-
-def embed(
-    model: Model, images: np.ndarray, tokens: np.ndarray, *, factor: int = 1
-) -> PairEmbeddings:
-    """A model's unit embeddings of pairs, as NumPy (the demo's ``Trainer.embed``).
-
-    Args:
-        model: A :class:`Model` (from :func:`train_reference`).
-        images: float ``(n, 64)`` images, or ``(n, 64 / factor**2)`` already pooled.
-        tokens: int ``(n, seq_len)`` token ids.
-        factor: The pooling factor of ``images`` (1: full resolution).
-
-    Returns:
-        :class:`jestcore.PairEmbeddings` of NumPy float32 ``(n, d)`` arrays and Python float
-        ``scale`` (``exp(t)``) and ``bias``.
-    """
-    encoder, params = _model_params(model)
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be an int >= 1, got {factor!r}")
-    out = _embed_pairs_jit(
-        encoder, params, jnp.asarray(images, jnp.float32), jnp.asarray(tokens, jnp.int32), factor
-    )
-    return PairEmbeddings(
-        np.asarray(out.image, np.float32),
-        np.asarray(out.text, np.float32),
-        float(out.scale),
-        float(out.bias),
-    )
-
-
-def _seed_key(seed: int, stream: int) -> int:
-    """A parameter seed per purpose (reference, learner) derived from the run's seed."""
-    return int(np.random.default_rng([seed, 100 + stream]).integers(0, 2**31))
-
-
-def train_reference(
-    data: Digits,
-    config: _demo.DemoConfig,
-    seed: int,
-    *,
-    on_step: Callable[[int], None] | None = None,
-) -> Model:
-    """Trains the demo's reference on ``data.curated`` (the demo's ``Trainer.train_reference``).
-
-    ``config.reference_steps`` uniform steps on the rows of
-    :func:`jestcore.adapters.demo.reference_batch_indices`, Adam at
-    :func:`jestcore.adapters.demo.learning_rate`.
-
-    Args:
-        data: The digits data.
-        config: The demo config.
-        seed: The run's seed.
-        on_step: Called with ``t + 1`` after every step ``t`` (in blocks: the loop is compiled).
-
-    Returns:
-        The trained :class:`Model`.
-    """
-    curated = data.curated
-    trainer = SigLIPTrainer(
-        demo_encoder(config), TrainConfig.from_demo(config, "uniform", steps=config.reference_steps)
-    )
-    width = min(config.batch_size, len(curated))
-    trainer = dataclasses.replace(
-        trainer, config=dataclasses.replace(trainer.config, batch_size=width)
-    )
-    state = trainer.init(seed, param_seed=_seed_key(seed, _REFERENCE_STREAM))
-    arrays = trainer.prepare(curated.images, curated.tokens)
-    block = min(config.reference_steps, 100)
-    points = [*range(0, config.reference_steps, block), config.reference_steps]
-    for a, b in itertools.pairwise(points):
-        rows = _block_rows(
-            lambda t: _demo.reference_batch_indices(len(curated), config, seed, t),
-            a,
-            b,
-            block,
-            width,
-        )
-        state, _ = trainer.run(state, arrays, None, rows, b - a)
-        if on_step is not None:
-            jax.block_until_ready(state.params)
-            for t in range(a, b):
-                on_step(t + 1)
-    return Model(trainer.model, state.params)
-
-
-def train_learner(
-    data: Digits,
-    reference: PairEmbeddings | None,
-    method: str,
-    config: _demo.DemoConfig,
-    seed: int,
-    *,
-    on_eval: Callable[[int, _demo.Metrics], None] | None = None,
-) -> _demo.Curve:
-    """Trains a learner on ``data.pool`` with ``method`` (the demo's ``Trainer.train_learner``).
-
-    Args:
-        data: The digits data.
-        reference: The reference's cached embeddings of the whole pool (NumPy), or ``None``
-            for methods that do not use it.
-        method: One of :data:`jestcore.adapters.demo.METHODS`.
-        config: The demo config.
-        seed: The run's seed.
-        on_eval: Called with ``(step, metrics)`` after each evaluation.
-
-    Returns:
-        The :class:`jestcore.adapters.demo.Curve`.
-    """
-    t0 = time.perf_counter()
-    trainer = SigLIPTrainer(demo_encoder(config), TrainConfig.from_demo(config, method))
-    spec = trainer.config.spec
-    pool = data.pool
-    state = trainer.init(seed, param_seed=_seed_key(seed, _LEARNER_STREAM))
-    arrays = trainer.prepare(pool.images, pool.tokens)
-    ref = None
-    if spec.uses_reference:
-        if reference is None:
-            raise ValueError(f"method {method!r} needs the reference's pool embeddings, got None")
-        ref = PairEmbeddings(
-            jnp.asarray(reference.image, jnp.float32),
-            jnp.asarray(reference.text, jnp.float32),
-            jnp.asarray(reference.scale, jnp.float32),
-            jnp.asarray(reference.bias, jnp.float32),
-        )
-    test_images = jnp.asarray(data.test.images, jnp.float32)
-    test_tokens = jnp.asarray(data.test.tokens, jnp.int32)
-    prompts = jnp.asarray(data.prompts, jnp.int32)
-
-    def evaluate(params: Any) -> _demo.Metrics:
-        emb = _embed_pairs_jit(trainer.model, params, test_images, test_tokens, 1)
-        prompt = _embed_texts_jit(trainer.model, params, prompts)
-        test = PairEmbeddings(
-            np.asarray(emb.image), np.asarray(emb.text), float(emb.scale), float(emb.bias)
-        )
-        return _demo.evaluate(test, np.asarray(prompt), data.test)
-
-    width = trainer.config.rows_per_step
-    evaluations = []
-    points = _demo.eval_steps(config)
-    block = config.eval_every
-    for a, b in zip([0, *points[:-1]], points, strict=True):
-        if b > a:
-            rows = _block_rows(
-                lambda t: _demo.super_batch_indices(len(pool), config, seed, t), a, b, block, width
-            )
-            state, _ = trainer.run(state, arrays, ref, rows, b - a)
-        metrics = evaluate(state.params)
-        evaluations.append((b, metrics))
-        if on_eval is not None:
-            on_eval(b, metrics)
-    return _demo.Curve.from_evaluations(evaluations, seconds=time.perf_counter() - t0)

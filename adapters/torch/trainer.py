@@ -10,10 +10,12 @@ Two layers:
   accelerators), reference embeddings from arrays or an
   :class:`~jestcore.adapters.torch.EmbeddingCache`, Adam with warm-up and cosine decay, and an
   evaluation callback; :func:`embed_arrays` embeds arrays in batches without gradients.
-* **Demo backend** (the :class:`jestcore.adapters.demo.Trainer` protocol):
-  :func:`train_reference`, :func:`embed` and :func:`train_learner` run the recipe of
-  :mod:`jestcore.adapters.demo` with :func:`demo_model` (an image MLP whose first layer
-  also takes pooled images, for Flexi scoring, and a bag-of-words text encoder).
+* **Shared recipe**: the methods, super-batch sizes and draws and the learning-rate schedule
+  are :mod:`jestcore.adapters.recipe`'s (the JAX trainer and the demo use the same); the
+  schedule runs as a ``torch.optim.lr_scheduler.LambdaLR`` (:func:`learning_rate_scheduler`).
+
+The demo application drives this trainer through :mod:`jestcore.adapters.demo.torch_backend`;
+nothing here imports the demo.
 
 Example:
     >>> import numpy as np, torch
@@ -28,48 +30,29 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jestcore.adapters.demo import (
-    METHOD_SPECS,
-    METHODS,
-    Curve,
-    DemoConfig,
-    Metrics,
-    eval_steps,
-    evaluate,
-    reference_batch_indices,
-    select_sub_batch,
-    selection_seed,
-    super_batch_indices,
-)
-from jestcore.adapters.demo import learning_rate as schedule
-from jestcore.adapters.digits import Digits, downsample
-from jestcore.adapters.text import VOCAB
+from jestcore.adapters import recipe
 from jestcore.adapters.torch.cache import EmbeddingCache
 from jestcore.adapters.torch.selection import select_batch
 from torch import nn
 
 import jestcore
+from jestcore import _validation as v
 
 __all__ = [
     "BagOfWords",
     "DualEncoder",
     "ImageMLP",
-    "demo_model",
-    "embed",
     "embed_arrays",
+    "learning_rate_scheduler",
     "siglip_loss",
     "train",
-    "train_learner",
-    "train_reference",
 ]
 
 
@@ -77,7 +60,7 @@ class ImageMLP(nn.Module):
     """An MLP image encoder on flattened square images that also takes pooled images.
 
     ``pixels -> hidden -> dim`` with a ReLU. Given images average-pooled by a factor ``k``
-    (:func:`jestcore.adapters.digits.downsample`, ``pixels / k**2`` values), the first layer
+    (:func:`jestcore.adapters.recipe.downsample`, ``pixels / k**2`` values), the first layer
     uses its weights summed over each ``k x k`` block: exactly the full-resolution layer applied
     to the nearest-neighbour upsampled image, at ``1 / k**2`` of that layer's cost (Flexi
     scoring with shared weights).
@@ -119,11 +102,11 @@ class BagOfWords(nn.Module):
     """A bag-of-words text encoder: the sum of the token embeddings, padding (id 0) excluded.
 
     Args:
-        vocab_size: Number of token ids.
+        vocab_size: Number of token ids (default 36, the demo's vocabulary).
         dim: Embedding width.
     """
 
-    def __init__(self, vocab_size: int = len(VOCAB), dim: int = 32):
+    def __init__(self, vocab_size: int = 36, dim: int = 32):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
 
@@ -181,25 +164,6 @@ def _reset(module: nn.Module, seed: int) -> None:
             reset = getattr(sub, "reset_parameters", None)
             if sub is not module and callable(reset):
                 reset()  # (nn.Embedding's zeroes its padding row)
-
-
-def demo_model(config: DemoConfig, seed: int) -> DualEncoder:
-    """The demo's dual encoder (see :mod:`jestcore.adapters.demo`), initialized from ``seed``.
-
-    Args:
-        config: Widths and SigLIP initialization.
-        seed: Initialization seed.
-
-    Returns:
-        A :class:`DualEncoder` of an :class:`ImageMLP` and a :class:`BagOfWords`.
-    """
-    return DualEncoder(
-        ImageMLP(64, config.image_hidden, config.embed_dim),
-        BagOfWords(len(VOCAB), config.embed_dim),
-        init_log_scale=config.init_log_scale,
-        init_bias=config.init_bias,
-        generator=seed,
-    )
 
 
 def siglip_loss(model_output: jestcore.PairEmbeddings) -> torch.Tensor:
@@ -278,56 +242,33 @@ def _index(m: jestcore.PairEmbeddings, idx: torch.Tensor) -> jestcore.PairEmbedd
     return jestcore.PairEmbeddings(m.image[idx], m.text[idx], m.scale, m.bias)
 
 
-def _host(m: jestcore.PairEmbeddings | None) -> jestcore.PairEmbeddings | None:
-    """NumPy views of CPU embeddings (no copy); other devices stay as they are."""
-    if m is None or m.image.device.type != "cpu":
-        return m
-    return jestcore.PairEmbeddings(
-        m.image.detach().numpy(), m.text.detach().numpy(), _float(m.scale), _float(m.bias)
-    )
-
-
 def _float(x: Any) -> float:
     return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
-def _select(
-    method: str,
-    learner: jestcore.PairEmbeddings | None,
-    reference: jestcore.PairEmbeddings | None,
-    config: DemoConfig,
-    seed: int,
-    *,
-    on_host: bool | None = None,
-) -> torch.Tensor:
-    """The selected positions of the super-batch, as a torch tensor on the embeddings' device.
+def learning_rate_scheduler(
+    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The trainer's schedule as a ``LambdaLR``: :func:`jestcore.adapters.recipe.learning_rate`.
 
-    Off the CPU (``on_host=False``) this is the PyTorch adapter's
-    :func:`jestcore.adapters.torch.select_batch`. On the CPU (the default there) the spec runs
-    on NumPy views of the tensors instead: the same arithmetic and the same portable noise, so
-    the same indices (up to floating-point near-ties), at a third of the per-operation overhead
-    of PyTorch for the demo's small shapes (measured: ~11 ms against ~36 ms per selection of 64
-    from 320 on a busy 2-core machine).
+    Step ``t`` (after ``t`` calls of ``scheduler.step()``) trains at ``lr *
+    recipe.learning_rate(t, total_steps, peak=1, warmup_fraction=warmup_fraction)``, where
+    ``lr`` is each parameter group's initial rate (the peak).
+
+    Args:
+        optimizer: The optimizer, its groups' ``lr`` set to the peak rate.
+        total_steps: Steps of the run.
+        warmup_fraction: Fraction of the steps of linear warm-up (at least one step).
+
+    Returns:
+        The scheduler; call ``step()`` after each ``optimizer.step()``.
     """
-    spec = METHOD_SPECS[method]
-    models = [m for m in (learner, reference) if m is not None]
-    device = models[0].image.device
-    if on_host is None:
-        on_host = all(m.image.device.type == "cpu" for m in models)
-    if on_host:
-        sel = select_sub_batch(method, _host(learner), _host(reference), config, seed)
-        return torch.from_numpy(np.asarray(sel, dtype=np.int64)).to(device)
-    positions = torch.arange(models[0].image.shape[0], device=device)
-    return select_batch(
-        positions,
-        learner if spec.uses_learner else None,
-        reference if spec.uses_reference else None,
-        batch_size=config.batch_size,
-        n_chunks=config.n_chunks,
-        score=spec.score,
-        method="independent" if spec.selection == "independent_diagonal" else "joint",
-        seed=seed,
-    ).indices
+    total_steps = v.check_int("total_steps", total_steps, low=1)
+    warmup_fraction = recipe.check_real("warmup_fraction", warmup_fraction, low=0.0, high=1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda t: recipe.learning_rate(t, total_steps, peak=1.0, warmup_fraction=warmup_fraction),
+    )
 
 
 def _reference_lookup(
@@ -398,11 +339,13 @@ def train(
 ) -> list[tuple[int, Any]]:
     """Trains a SigLIP dual encoder on arrays, sampling uniformly or selecting with JEST.
 
-    Every step draws a super-batch of ``N = round(b / (1 - f))`` rows (``b`` for uniform
-    sampling), scores it with the learner (in eval mode, no gradients) and/or the cached
-    ``reference`` embeddings, selects ``b`` rows (the spec's streaming joint selection, or
-    independent selection on each pair's own score; see :func:`_select`) and takes one Adam
-    step on their SigLIP loss, at a learning rate with linear warm-up and cosine decay to zero.
+    Every step draws a super-batch of ``N = round(b / (1 - f))`` rows
+    (:func:`jestcore.adapters.recipe.super_batch_size`, :func:`jestcore.adapters.recipe.draw_rows`;
+    uniform sampling trains on the first ``b``), scores it with the learner (in eval mode, no
+    gradients) and/or the cached ``reference`` embeddings, selects ``b`` rows with
+    :func:`jestcore.adapters.torch.select_batch` (the method's score and chunks, see
+    :class:`jestcore.adapters.recipe.MethodSpec`) and takes one Adam step on their SigLIP loss,
+    at the rate of :func:`learning_rate_scheduler` (linear warm-up, cosine decay to zero).
     The model is updated in place; the arrays stay where they are (e.g. CPU) and each step's
     rows are moved to the model's device.
 
@@ -413,7 +356,7 @@ def train(
         tokens: ``(n, seq_len)`` token ids (NumPy or torch, integer).
         steps: Training steps.
         batch_size: ``b``, the rows trained on per step.
-        method: One of :data:`jestcore.adapters.demo.METHODS`.
+        method: One of :data:`jestcore.adapters.recipe.METHODS`.
         reference: The frozen reference's embeddings of all ``n`` rows, computed once: a
             :class:`jestcore.PairEmbeddings` (NumPy or torch), or an
             :class:`jestcore.adapters.torch.EmbeddingCache` (from
@@ -440,22 +383,17 @@ def train(
         TypeError: If an argument has the wrong type.
         ValueError: If an argument is out of range, or a needed input is missing.
     """
-    if method not in METHOD_SPECS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    spec = METHOD_SPECS[method]
+    spec = recipe.method_spec(method)
+    steps = v.check_int("steps", steps, low=1)
+    batch_size = v.check_int("batch_size", batch_size, low=1)
+    n_chunks = v.check_int("n_chunks", n_chunks, low=1)
     if spec.selection == "joint_streaming" and n_chunks > batch_size:
         raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
-    config = DemoConfig(
-        steps=steps,
-        batch_size=batch_size,
-        filter_ratio=filter_ratio,
-        n_chunks=min(n_chunks, batch_size),
-        learning_rate=learning_rate,
-        warmup_fraction=warmup_fraction,
-        eval_every=evaluate_every or steps,
-    )
+    seed = v.check_int("seed", seed, low=0)
+    recipe.check_real("learning_rate", learning_rate, low=0.0)
+    if evaluate_every is not None:
+        v.check_int("evaluate_every", evaluate_every, low=1)
+    super_batch = recipe.super_batch_size(batch_size, filter_ratio)
     x = _as_tensor("images", images)
     t = _as_tensor("tokens", tokens, integer=True)
     n = x.shape[0]
@@ -472,14 +410,23 @@ def train(
     if spec.uses_reference:
         reference_rows = _reference_lookup(reference, example_ids, n, method)
     if batches is None:
+        if n < super_batch:
+            raise ValueError(
+                f"images has {n} rows, fewer than the super-batch N = {super_batch} (give "
+                "batches, or more rows)"
+            )
 
         def batches(step: int) -> np.ndarray:
-            return super_batch_indices(n, config, seed, step)
+            return recipe.draw_rows(n, super_batch, seed=seed, step=step)
 
     device = next(iter(model.parameters())).device
-    checkpoints = set(eval_steps(config)) if evaluate is not None else set()
+    every = evaluate_every or steps
+    checkpoints = set(recipe.eval_steps(steps, every)) if evaluate is not None else set()
     history: list[tuple[int, Any]] = []
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    scheduler = learning_rate_scheduler(
+        optimizer, total_steps=steps, warmup_fraction=warmup_fraction
+    )
     model.train()
     for step in range(steps + 1):
         if step in checkpoints:
@@ -506,165 +453,19 @@ def train(
             if reference_rows is not None:
                 r = reference_rows(rows)
                 reference_emb = r._replace(image=r.image.to(device), text=r.text.to(device))
-            sel = _select(method, learner_emb, reference_emb, config, selection_seed(seed, step))
+            sel = select_batch(
+                torch.arange(rows.shape[0], device=device),
+                learner_emb,
+                reference_emb,
+                batch_size=batch_size,
+                n_chunks=spec.n_chunks(n_chunks),
+                score=spec.score,
+                seed=int(jestcore.fold_in(seed, step)),
+            ).indices
             chosen = rows[sel.cpu()]
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step, steps, config)
         loss = siglip_loss(model(x[chosen].to(device), t[chosen].to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
     return history
-
-
-# --------------------------------------------------------------------------------------------
-# The demo backend (jestcore.adapters.demo.Trainer).
-
-
-def _numpy_embeddings(m: jestcore.PairEmbeddings) -> jestcore.PairEmbeddings:
-    return jestcore.PairEmbeddings(
-        m.image.cpu().numpy().astype(np.float32, copy=False),
-        m.text.cpu().numpy().astype(np.float32, copy=False),
-        float(m.scale),
-        float(m.bias),
-    )
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Runs the block with ``n`` intra-op threads, then restores the previous setting.
-
-    The demo's models are tiny: more threads only add synchronization, and on a busy machine
-    spinning threads slow a step down by an order of magnitude.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _init_seed(seed: int, role: int) -> int:
-    return int(np.random.SeedSequence([seed, role]).generate_state(1)[0])
-
-
-_LEARNER, _REFERENCE = 0, 1
-
-
-def train_reference(
-    data: Digits,
-    config: DemoConfig,
-    seed: int,
-    *,
-    on_step: Callable[[int], None] | None = None,
-) -> DualEncoder:
-    """Trains the demo's reference model on ``data.curated`` (the demo's trainer protocol).
-
-    Args:
-        data: The digits data.
-        config: The demo config (``reference_steps``, widths, optimization).
-        seed: The run's seed.
-        on_step: Called with the number of finished steps.
-
-    Returns:
-        The trained :class:`DualEncoder`.
-    """
-    model = demo_model(config, _init_seed(seed, _REFERENCE))
-    curated = data.curated
-    x = torch.from_numpy(curated.images.copy())
-    t = torch.from_numpy(curated.tokens.copy())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    model.train()
-    with _threads(1):
-        for step in range(config.reference_steps):
-            rows = torch.from_numpy(reference_batch_indices(len(curated), config, seed, step))
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(step, config.reference_steps, config)
-            loss = siglip_loss(model(x[rows], t[rows]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if on_step is not None:
-                on_step(step + 1)
-    return model
-
-
-def embed(
-    model: nn.Module, images: np.ndarray, tokens: np.ndarray, *, factor: int = 1
-) -> jestcore.PairEmbeddings:
-    """NumPy embeddings of images (pooled by ``factor`` already) and tokens (the protocol).
-
-    Args:
-        model: A :class:`DualEncoder`.
-        images: float32 ``(n, 64 / factor**2)`` images.
-        tokens: ``(n, seq_len)`` token ids.
-        factor: The pooling factor of ``images`` (the model infers it from their width).
-
-    Returns:
-        A :class:`jestcore.PairEmbeddings` of NumPy float32 arrays and float scale and bias.
-    """
-    del factor  # ImageMLP infers the resolution from the input width
-    with _threads(1):
-        return _numpy_embeddings(embed_arrays(model, images, tokens))
-
-
-def train_learner(
-    data: Digits,
-    reference: jestcore.PairEmbeddings | None,
-    method: str,
-    config: DemoConfig,
-    seed: int,
-    *,
-    on_eval: Callable[[int, Metrics], None] | None = None,
-) -> Curve:
-    """Trains the demo's learner on ``data.pool`` with ``method`` (the demo's trainer protocol).
-
-    Args:
-        data: The digits data.
-        reference: Cached reference embeddings of the whole pool (NumPy), or ``None`` for
-            methods that do not use the reference.
-        method: One of :data:`jestcore.adapters.demo.METHODS`.
-        config: The demo config.
-        seed: The run's seed.
-        on_eval: Called with ``(step, metrics)`` at every evaluation.
-
-    Returns:
-        The learner's :class:`jestcore.adapters.demo.Curve`.
-    """
-    start = time.perf_counter()
-    spec = METHOD_SPECS[method]
-    model = demo_model(config, _init_seed(seed, _LEARNER))
-    pool, test = data.pool, data.test
-    prompt_images = test.images[: data.prompts.shape[0]]
-
-    def evaluate_model(model: nn.Module, step: int) -> Metrics:
-        metrics = evaluate(
-            _numpy_embeddings(embed_arrays(model, test.images, test.tokens)),
-            _numpy_embeddings(embed_arrays(model, prompt_images, data.prompts)).text,
-            test,
-        )
-        if on_eval is not None:
-            on_eval(step, metrics)
-        return metrics
-
-    with _threads(1):
-        history = train(
-            model,
-            pool.images,
-            pool.tokens,
-            steps=config.steps,
-            batch_size=config.batch_size,
-            method=method,
-            reference=reference,
-            filter_ratio=config.filter_ratio,
-            n_chunks=config.n_chunks,
-            learning_rate=config.learning_rate,
-            warmup_fraction=config.warmup_fraction,
-            seed=seed,
-            scoring_images=downsample(pool.images, spec.factor) if spec.factor != 1 else None,
-            batches=lambda step: super_batch_indices(len(pool), config, seed, step),
-            evaluate_every=config.eval_every,
-            evaluate=evaluate_model,
-        )
-    return Curve.from_evaluations(history, time.perf_counter() - start)

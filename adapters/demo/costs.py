@@ -1,8 +1,9 @@
 """Compute accounting for data selection: FLOPs per step, cumulative FLOPs, cost to a target.
 
-Framework-neutral (Python and NumPy only). The model is DESIGN.md section 5: at every step the
-learner draws a super-batch of ``N = b / (1 - f)`` examples, scores it, selects ``b`` and trains
-on them, so one step costs
+Framework-neutral (Python and NumPy only). The model follows the paper's compute accounting
+(Evans et al., arXiv 2406.17711, Appendix A.4; walked through in docs/tutorials/cost-model.md):
+at every step the learner draws a super-batch of ``N = b / (1 - f)`` examples (the inverse of
+:func:`jestcore.sub_batch_size`), scores it, selects ``b`` and trains on them, so one step costs
 
 * **learner scoring** ``N * F_score`` (the learner's forward pass at the scoring resolution;
   zero when the score does not use the learner);
@@ -33,6 +34,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from jestcore.adapters.recipe import check_real, super_batch_size
+
+from jestcore._validation import check_int
 
 __all__ = [
     "AFFINE_FLOPS",
@@ -72,23 +76,6 @@ SELECTIONS: tuple[str, ...] = (
 )
 
 
-def _int(name: str, value: object, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _float(name: str, value: object, *, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < low:
-        raise ValueError(f"{name} must be a finite number >= {low}, got {value}")
-    return v
-
-
 def mlp_flops(layer_sizes: Sequence[int]) -> int:
     """Forward FLOPs per example of a stack of dense layers: ``sum 2 * in * out``.
 
@@ -114,33 +101,8 @@ def mlp_flops(layer_sizes: Sequence[int]) -> int:
         raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
     if len(layer_sizes) < 2:
         raise ValueError(f"layer_sizes needs at least [in, out], got {list(layer_sizes)}")
-    sizes = [_int(f"layer_sizes[{i}]", s, low=1) for i, s in enumerate(layer_sizes)]
+    sizes = [check_int(f"layer_sizes[{i}]", s, low=1) for i, s in enumerate(layer_sizes)]
     return sum(2 * a * b for a, b in itertools.pairwise(sizes))
-
-
-def super_batch_size(batch_size: int, filter_ratio: float) -> int:
-    """The super-batch size ``N = b / (1 - f)``, rounded to the nearest int.
-
-    Args:
-        batch_size: The sub-batch size ``b`` that is trained on (>= 1).
-        filter_ratio: The fraction ``f`` of the super-batch that is discarded, in ``[0, 1)``.
-
-    Returns:
-        ``N`` (at least ``b``).
-
-    Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If an argument is out of range.
-
-    Example:
-        >>> super_batch_size(64, 0.8)
-        320
-    """
-    b = _int("batch_size", batch_size, low=1)
-    f = _float("filter_ratio", filter_ratio)
-    if f >= 1.0:
-        raise ValueError(f"filter_ratio must be in [0, 1), got {filter_ratio}")
-    return max(b, round(b / (1.0 - f)))
 
 
 def _last_chunk(n_select: int, n_chunks: int) -> int:
@@ -204,14 +166,14 @@ def selection_flops(
         >>> selection_flops(320, 64, learner_dim=32, reference_dim=32)  # learnability
         5657920
     """
-    n = _int("n_super", n_super, low=1)
-    b = _int("n_select", n_select, low=1)
+    n = check_int("n_super", n_super, low=1)
+    b = check_int("n_select", n_select, low=1)
     if b > n:
         raise ValueError(f"n_select must be between 1 and n_super = {n}, got {b}")
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     dims = [
-        _int(name, d, low=1)
+        check_int(name, d, low=1)
         for name, d in (("learner_dim", learner_dim), ("reference_dim", reference_dim))
         if d is not None
     ]
@@ -220,7 +182,7 @@ def selection_flops(
     joint = selection.startswith("joint")
     chunks, rows = 1, 0  # independent selection: one draw, no conditional updates
     if joint:
-        chunks = _int("n_chunks", n_chunks, low=1)
+        chunks = check_int("n_chunks", n_chunks, low=1)
         if chunks > b:
             raise ValueError(f"n_chunks must be between 1 and n_select = {b}, got {chunks}")
         rows = b - _last_chunk(b, chunks)
@@ -290,7 +252,7 @@ def step_flops(
     reference_dim: int | None = None,
     n_chunks: int = 16,
 ) -> StepFlops:
-    """FLOPs of one learner step of a selection method (DESIGN.md section 5).
+    """FLOPs of one learner step of a selection method (Appendix A.4 of the paper).
 
     The demo's methods map to ``score`` and ``selection`` like this: ``uniform`` is
     ``score=None``; ``hard_learner``, ``easy_reference`` and ``jest`` are those scores with
@@ -328,10 +290,10 @@ def step_flops(
         >>> step_flops(batch_size=64, train_flops=100, score=None).total
         19200.0
     """
-    b = _int("batch_size", batch_size, low=1)
-    f_train = _float("train_flops", train_flops)
-    f_score = f_train if score_flops is None else _float("score_flops", score_flops)
-    f_ref = _float("reference_flops", reference_flops)
+    b = check_int("batch_size", batch_size, low=1)
+    f_train = check_real("train_flops", train_flops, low=0.0)
+    f_score = f_train if score_flops is None else check_real("score_flops", score_flops, low=0.0)
+    f_ref = check_real("reference_flops", reference_flops, low=0.0)
     if not isinstance(reference_cached, bool):
         raise TypeError(f"reference_cached must be a bool, got {reference_cached!r}")
     training = 3.0 * b * f_train
@@ -370,7 +332,7 @@ def step_flops(
 def _per_step(flops_per_step: float | StepFlops) -> float:
     if isinstance(flops_per_step, StepFlops):
         return flops_per_step.total
-    return _float("flops_per_step", flops_per_step)
+    return check_real("flops_per_step", flops_per_step, low=0.0)
 
 
 def cumulative_flops(
@@ -400,7 +362,7 @@ def cumulative_flops(
         [1.0, 51.0, 101.0]
     """
     s = _steps_array(steps, increasing=False)
-    return _float("offset", offset) + s.astype(np.float64) * _per_step(flops_per_step)
+    return check_real("offset", offset, low=0.0) + s.astype(np.float64) * _per_step(flops_per_step)
 
 
 def _steps_array(steps: Sequence[int] | np.ndarray, *, increasing: bool) -> np.ndarray:
@@ -457,7 +419,7 @@ def smooth(values: Sequence[float] | np.ndarray, window: int = 3) -> np.ndarray:
         [1.5, 3.0, 4.0, 4.5]
     """
     v = _values_array(values)
-    w = _int("window", window, low=1)
+    w = check_int("window", window, low=1)
     if w % 2 == 0:
         raise ValueError(f"window must be odd, got {w}")
     n, h = v.size, w // 2
@@ -572,6 +534,6 @@ def flops_to_target(
         2000.0
     """
     per_step = _per_step(flops_per_step)
-    base = _float("offset", offset)
+    base = check_real("offset", offset, low=0.0)
     step = steps_to_target(steps, values, target, window=window)
     return None if step is None else base + step * per_step

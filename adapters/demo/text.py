@@ -8,8 +8,8 @@ ids   tokens
 0     ``<pad>`` (padding; :data:`PAD_ID`)
 1     ``<unk>`` (any word outside the vocabulary; :data:`UNK_ID`)
 2-13  ``a an the of handwritten digit number scan photo drawing picture image``
-14-23 ``zero one two three four five six seven eight nine`` (:data:`WORD_IDS`)
-24-33 ``0 1 2 3 4 5 6 7 8 9`` (:data:`NUMERAL_IDS`)
+14-23 ``zero one two three four five six seven eight nine``
+24-33 ``0 1 2 3 4 5 6 7 8 9``
 ====  ==========================================================================
 
 Text is lower-cased and split on whitespace; each word becomes one token; sequences are
@@ -24,11 +24,9 @@ import numpy as np
 
 __all__ = [
     "NUMBER_WORDS",
-    "NUMERAL_IDS",
     "PAD_ID",
     "UNK_ID",
     "VOCAB",
-    "WORD_IDS",
     "detokenize",
     "tokenize",
 ]
@@ -75,10 +73,6 @@ VOCAB: tuple[str, ...] = (
 PAD_ID = 0
 #: Id of the unknown-word token.
 UNK_ID = 1
-#: ``WORD_IDS[k]`` is the id of the word naming class ``k`` ("zero" ... "nine").
-WORD_IDS: tuple[int, ...] = tuple(VOCAB.index(w) for w in NUMBER_WORDS)
-#: ``NUMERAL_IDS[k]`` is the id of the numeral of class ``k`` ("0" ... "9").
-NUMERAL_IDS: tuple[int, ...] = tuple(VOCAB.index(str(k)) for k in range(10))
 
 _INDEX = {token: i for i, token in enumerate(VOCAB)}
 

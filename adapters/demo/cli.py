@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jestcore.adapters import demo
+    from jestcore.adapters.demo import app as demo
 
     overrides = {
         key: value
@@ -61,11 +60,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _select_demo(args: argparse.Namespace) -> int:
     import numpy as np
-    from jestcore.adapters.synthetic import compare_selection, make_superbatch
+    from jestcore.adapters.demo.app import _write_json
+    from jestcore.adapters.demo.synthetic import compare_selection, make_superbatch
 
-    n_select = round(args.n * (1 - args.filter_ratio))
-    if not 1 <= n_select <= args.n:
-        raise SystemExit(f"--filter-ratio must leave between 1 and {args.n} examples")
+    import jestcore
+
+    try:
+        n_select = jestcore.sub_batch_size(args.n, filter_ratio=args.filter_ratio)
+    except (TypeError, ValueError) as error:
+        print(f"jestcore select-demo: error: {error}", file=sys.stderr)
+        return 2
     runs = []
     for seed in range(args.seeds):
         batch = make_superbatch(args.n, mismatch_rate=args.mismatch_rate, seed=seed)
@@ -93,13 +97,13 @@ def _select_demo(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "synthetic.json").write_text(json.dumps(summary, indent=2))
+        _write_json(out / "synthetic.json", summary)
         print(f"\nwrote {out / 'synthetic.json'}")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    from jestcore.adapters.demo import BACKENDS, METHODS
+    from jestcore.adapters.demo.app import BACKENDS, METHODS
 
     parser = argparse.ArgumentParser(prog="jestcore", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

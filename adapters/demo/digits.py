@@ -14,7 +14,7 @@ They are split by *source image*, stratified by class, into
 
 Every example is an image (float32, shape ``(n, 64)``: the 8x8 image flattened row-major, values
 in ``[0, 1]``; ``images.reshape(-1, 8, 8)`` views it as images) and a caption (int32 token ids,
-shape ``(n, seq_len)``, padded with 0; vocabulary in :mod:`jestcore.adapters.text`). Everything
+shape ``(n, seq_len)``, padded with 0; vocabulary in :mod:`jestcore.adapters.demo.text`). Everything
 follows from a frozen :class:`DigitsConfig`; one config gives the same arrays on every machine.
 
 Example:
@@ -36,7 +36,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from jestcore.adapters.text import NUMBER_WORDS, tokenize
+from jestcore.adapters.demo.text import NUMBER_WORDS, tokenize
+from jestcore.adapters.recipe import downsample
+
+from jestcore import _validation as v
 
 __all__ = [
     "CLEAN",
@@ -164,7 +167,7 @@ class DigitsConfig:
     seq_len: int = 8
 
     def __post_init__(self) -> None:
-        _int("seed", self.seed, low=0)
+        v.check_int("seed", self.seed, low=0)
         _float("test_fraction", self.test_fraction, low=0.0, high=1.0, open_low=True)
         _float("curated_fraction", self.curated_fraction, low=0.0, high=1.0, open_low=True)
         if self.test_fraction + self.curated_fraction > 0.9:
@@ -172,9 +175,9 @@ class DigitsConfig:
                 "test_fraction + curated_fraction must be at most 0.9 (the rest is the web "
                 f"pool), got {self.test_fraction} + {self.curated_fraction}"
             )
-        _int("augmentations", self.augmentations, low=1)
-        _int("curated_augmentations", self.curated_augmentations, low=0)
-        _int("max_shift", self.max_shift, low=0, high=IMAGE_SIDE - 1)
+        v.check_int("augmentations", self.augmentations, low=1)
+        v.check_int("curated_augmentations", self.curated_augmentations, low=0)
+        v.check_int("max_shift", self.max_shift, low=0, high=IMAGE_SIDE - 1)
         _float("noise_std", self.noise_std, low=0.0)
         _float("corruption_rate", self.corruption_rate, low=0.0, high=1.0, open_high=True)
         mix = self.corruption_mix
@@ -189,9 +192,9 @@ class DigitsConfig:
             raise ValueError(f"corruption_mix must sum to 1, got {mix} (sum {sum(mix)})")
         _float("heavy_noise_std", self.heavy_noise_std, low=0.0, open_low=True)
         _float("blank_std", self.blank_std, low=0.0)
-        _int("duplicate_copies", self.duplicate_copies, low=1)
+        v.check_int("duplicate_copies", self.duplicate_copies, low=1)
         _float("long_tail", self.long_tail, low=1.0)
-        _int("seq_len", self.seq_len, low=_MAX_CAPTION_WORDS)
+        v.check_int("seq_len", self.seq_len, low=_MAX_CAPTION_WORDS)
 
     def fingerprint(self) -> str:
         """A hex digest of the config and the construction version (for caches keyed on data)."""
@@ -199,14 +202,6 @@ class DigitsConfig:
             {"version": DATASET_VERSION, **dataclasses.asdict(self)}, sort_keys=True
         )
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _int(name: str, value: object, *, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
 
 
 def _float(
@@ -540,45 +535,3 @@ def make_digits(config: DigitsConfig | None = None) -> Digits:
         test=test,
         prompts=class_prompts(PROMPT_TEMPLATE, config.seq_len),
     )
-
-
-def downsample(images: np.ndarray, factor: int = 2) -> np.ndarray:
-    """Average-pools square images by ``factor`` (8x8 to 4x4 by default), for Flexi scoring.
-
-    Args:
-        images: ``(n, s*s)`` flattened row-major images, or ``(n, s, s)``; ``s`` divisible by
-            ``factor``.
-        factor: Side of the pooled blocks (>= 1).
-
-    Returns:
-        float32 images in the layout of the input: ``(n, (s/factor)**2)`` or
-        ``(n, s/factor, s/factor)``.
-
-    Raises:
-        TypeError: If ``images`` is not a real array or ``factor`` not an int.
-        ValueError: If the shape is not one of the above or ``s`` is not divisible by ``factor``.
-
-    Example:
-        >>> downsample(np.arange(64, dtype=np.float32).reshape(1, 64))[0, :2].tolist()
-        [4.5, 6.5]
-    """
-    _int("factor", factor, low=1)
-    images = np.asarray(images)
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
-        raise TypeError(f"images must be a real array, got dtype {images.dtype}")
-    if images.ndim == 2:
-        side = math.isqrt(images.shape[1])
-        if side * side != images.shape[1]:
-            raise ValueError(
-                f"images of shape (n, s*s) need a square number of pixels, got {images.shape}"
-            )
-    elif images.ndim == 3 and images.shape[1] == images.shape[2]:
-        side = images.shape[1]
-    else:
-        raise ValueError(f"images must have shape (n, s*s) or (n, s, s), got {images.shape}")
-    if side % factor:
-        raise ValueError(f"the image side {side} must be divisible by factor = {factor}")
-    n, t = images.shape[0], side // factor
-    blocks = images.reshape(n, t, factor, t, factor).astype(np.float32)
-    pooled = blocks.mean(axis=(2, 4), dtype=np.float32)
-    return pooled.reshape(n, t * t) if images.ndim == 2 else pooled

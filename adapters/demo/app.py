@@ -1,20 +1,23 @@
 """The JEST demo, framework-neutral: methods, configuration, trainer protocol, runner and report.
 
 ``jestcore demo`` trains small SigLIP dual encoders on the embedded digits data
-(:mod:`jestcore.adapters.digits`): a *reference* on the clean curated split, then a *learner* on
-the noisy web pool under each selection method, with the same learner steps, sub-batch size
-``b``, optimizer, learning-rate schedule and tuning for every method. It evaluates on the clean
-test split (zero-shot accuracy against the ten class prompts, image-to-text recall@1), accounts
-for compute with :mod:`jestcore.adapters.costs` (scoring included) and reports how many steps
-and FLOPs each method needs to reach uniform sampling's final accuracy.
+(:mod:`jestcore.adapters.demo.digits`): a *reference* on the clean curated split, then a
+*learner* on the noisy web pool under each selection method, with the same learner steps,
+sub-batch size ``b``, optimizer, learning-rate schedule and tuning for every method. It
+evaluates on the clean test split (zero-shot accuracy against the ten class prompts,
+image-to-text recall@1), accounts for compute with :mod:`jestcore.adapters.demo.costs` (scoring
+included) and reports how many steps and FLOPs each method needs to reach uniform sampling's
+final accuracy.
 
-This module holds everything that does not depend on the framework, so that the PyTorch and JAX
-trainers follow one recipe and draw the same super-batches:
+This module holds everything of the demo that does not depend on the framework, so that the
+PyTorch and JAX backends follow one recipe and draw the same super-batches. What the reference
+trainers share with it (the methods, the schedule, the draws) is :mod:`jestcore.adapters.recipe`:
 
-* :data:`METHODS` / :data:`METHOD_SPECS`: what each method scores and how it selects;
+* :data:`METHODS` / :data:`METHOD_SPECS`: the recipe's methods (re-exported);
 * :class:`DemoConfig`: every knob of a run (data, models, optimization, selection, evaluation);
 * the **trainer protocol** (:class:`Trainer`): three functions that a backend module
-  (``jestcore.adapters.torch.trainer``, ``jestcore.adapters.jax.trainer``) provides;
+  (:mod:`jestcore.adapters.demo.torch_backend`, :mod:`jestcore.adapters.demo.jax_backend`)
+  provides;
 * the shared recipe that trainers call: :func:`super_batch_indices`,
   :func:`reference_batch_indices`, :func:`learning_rate`, :func:`eval_steps`,
   :func:`selection_seed`, :func:`select_sub_batch`, :func:`evaluate`;
@@ -36,10 +39,10 @@ A backend is a module with these functions (all arrays crossing the boundary are
 
 ``embed(model, images, tokens, *, factor=1) -> PairEmbeddings``
     The model's L2-normalized embeddings of ``images`` (float32 ``(n, 64)``, or ``(n, 64 /
-    factor**2)`` already pooled with :func:`jestcore.adapters.digits.downsample` when ``factor >
-    1``) and ``tokens`` (int ``(n, seq_len)``), as a :class:`jestcore.PairEmbeddings` of NumPy
-    float32 ``(n, d)`` arrays and Python floats ``scale`` (already exponentiated) and ``bias``.
-    No gradients, no state change.
+    factor**2)`` already pooled with :func:`jestcore.adapters.recipe.downsample` when
+    ``factor > 1``) and ``tokens`` (int ``(n, seq_len)``), as a :class:`jestcore.PairEmbeddings`
+    of NumPy float32 ``(n, d)`` arrays and Python floats ``scale`` (already exponentiated) and
+    ``bias``. No gradients, no state change.
 
 ``train_learner(data, reference, method, config, seed, *, on_eval=None) -> Curve``
     Initializes the learner from ``seed`` (the same initialization for every method at one
@@ -85,9 +88,9 @@ The architecture and loss (both backends)
 
 Compute model
 -------------
-FLOPs per example of a forward pass are :func:`jestcore.adapters.costs.mlp_flops` of the image
+FLOPs per example of a forward pass are :func:`jestcore.adapters.demo.costs.mlp_flops` of the image
 MLP plus ``mlp_flops([vocab, embed_dim])`` for the bag-of-words text encoder; a learner step
-costs :func:`jestcore.adapters.costs.step_flops` (scoring at the method's resolution, selection
+costs :func:`jestcore.adapters.demo.costs.step_flops` (scoring at the method's resolution, selection
 arithmetic, training ``3 b F``), see :func:`method_step_flops`. Reference embeddings of the pool
 are computed once per seed and cached: that pass (``pool_size * F_ref``) is charged as a
 one-time offset to every method that uses the reference. Training the reference is reported
@@ -108,11 +111,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from jestcore.adapters import costs
-from jestcore.adapters.digits import IMAGE_SIDE, Digits, DigitsConfig, Split, make_digits
-from jestcore.adapters.text import VOCAB
+from jestcore.adapters import recipe
+from jestcore.adapters.demo import costs
+from jestcore.adapters.demo.digits import IMAGE_SIDE, Digits, DigitsConfig, Split, make_digits
+from jestcore.adapters.demo.text import VOCAB
+from jestcore.adapters.recipe import METHOD_SPECS, METHODS, MethodSpec, check_real
 
 import jestcore
+from jestcore import _validation as v
 
 __all__ = [
     "BACKENDS",
@@ -142,101 +148,9 @@ __all__ = [
 
 #: The trainer backends, by the name ``--backend`` takes, and the module that implements them.
 BACKENDS: dict[str, str] = {
-    "torch": "jestcore.adapters.torch.trainer",
-    "jax": "jestcore.adapters.jax.trainer",
+    "torch": "jestcore.adapters.demo.torch_backend",
+    "jax": "jestcore.adapters.demo.jax_backend",
 }
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a selection method scores and how it selects.
-
-    Attributes:
-        name: The method's name in :data:`METHODS`.
-        score: ``"learnability"``, ``"hard_learner"``, ``"easy_reference"``, or ``None`` for
-            uniform sampling.
-        selection: ``"joint_streaming"`` (:func:`jestcore.joint_select_embeddings`),
-            ``"independent_diagonal"`` (:func:`jestcore.independent_select` on each pair's own
-            score, the diagonal of the score matrix), or ``None`` for uniform sampling.
-        factor: The learner scores images pooled by this factor (1: full resolution; 2: 4x4
-            digits, Flexi scoring).
-        description: One line for the report.
-    """
-
-    name: str
-    score: str | None
-    selection: str | None
-    factor: int
-    description: str
-
-    @property
-    def uses_learner(self) -> bool:
-        """Whether the score needs the learner's embeddings of the super-batch."""
-        return self.score is not None and costs.SCORES[self.score][0]
-
-    @property
-    def uses_reference(self) -> bool:
-        """Whether the score needs the (cached) reference embeddings."""
-        return self.score is not None and costs.SCORES[self.score][1]
-
-
-#: The methods of the demo, in report order.
-METHODS: tuple[str, ...] = (
-    "uniform",
-    "hard_learner",
-    "easy_reference",
-    "independent",
-    "jest",
-    "flexi_jest",
-)
-
-#: The :class:`MethodSpec` of every method in :data:`METHODS`.
-METHOD_SPECS: dict[str, MethodSpec] = {
-    "uniform": MethodSpec("uniform", None, None, 1, "uniform sampling of b pool pairs"),
-    "hard_learner": MethodSpec(
-        "hard_learner", "hard_learner", "joint_streaming", 1, "joint selection, learner loss"
-    ),
-    "easy_reference": MethodSpec(
-        "easy_reference",
-        "easy_reference",
-        "joint_streaming",
-        1,
-        "joint selection, minus reference loss",
-    ),
-    "independent": MethodSpec(
-        "independent",
-        "learnability",
-        "independent_diagonal",
-        1,
-        "independent selection, each pair's learnability",
-    ),
-    "jest": MethodSpec(
-        "jest", "learnability", "joint_streaming", 1, "joint selection, learnability"
-    ),
-    "flexi_jest": MethodSpec(
-        "flexi_jest",
-        "learnability",
-        "joint_streaming",
-        2,
-        "joint learnability, learner scores 4x4 images",
-    ),
-}
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < low or (high is not None and v >= high):
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -260,12 +174,13 @@ class DemoConfig:
         init_bias: Initial SigLIP bias.
         reference_steps: Steps of reference training on the curated split (batch ``b``).
         eval_every: Evaluate every this many learner steps (and at step 0 and the last step).
-        smoothing_window: Window of :func:`jestcore.adapters.costs.smooth` for final values and
-            steps-to-target (odd).
-        data: The :class:`jestcore.adapters.digits.DigitsConfig` of the data. The demo's default
-            adds 8 augmented copies (the pool's shifts and pixel noise) of every curated image,
-            which lifts the reference from about 0.79 to 0.92 zero-shot accuracy; the learner's
-            pool is :class:`~jestcore.adapters.digits.DigitsConfig`'s default (70% corrupted).
+        smoothing_window: Window of :func:`jestcore.adapters.demo.costs.smooth` for final values
+            and steps-to-target (odd).
+        data: The :class:`jestcore.adapters.demo.digits.DigitsConfig` of the data. The demo's
+            default adds 8 augmented copies (the pool's shifts and pixel noise) of every curated
+            image, which lifts the reference from about 0.79 to 0.92 zero-shot accuracy; the
+            learner's pool is :class:`~jestcore.adapters.demo.digits.DigitsConfig`'s default (70%
+            corrupted).
     """
 
     steps: int = 1500
@@ -286,8 +201,8 @@ class DemoConfig:
     data: DigitsConfig = field(default_factory=lambda: DigitsConfig(curated_augmentations=8))
 
     def __post_init__(self) -> None:
-        _check_int("steps", self.steps, 1)
-        _check_int("seeds", self.seeds, 1)
+        v.check_int("steps", self.steps, low=1)
+        v.check_int("seeds", self.seeds, low=1)
         if not isinstance(self.methods, tuple) or not self.methods:
             raise TypeError(f"methods must be a non-empty tuple of names, got {self.methods!r}")
         for m in self.methods:
@@ -297,22 +212,22 @@ class DemoConfig:
             raise ValueError(f"methods must not repeat, got {self.methods}")
         if "uniform" not in self.methods:
             raise ValueError("methods must include 'uniform' (its final accuracy is the target)")
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("filter_ratio", self.filter_ratio, 0.0, 1.0)
-        _check_int("n_chunks", self.n_chunks, 1)
+        v.check_int("batch_size", self.batch_size, low=1)
+        v.check_ratio("filter_ratio", self.filter_ratio)
+        v.check_int("n_chunks", self.n_chunks, low=1)
         if self.n_chunks > self.batch_size:
             raise ValueError(
                 f"n_chunks must be at most batch_size = {self.batch_size}, got {self.n_chunks}"
             )
-        _check_float("learning_rate", self.learning_rate, 0.0)
-        _check_float("warmup_fraction", self.warmup_fraction, 0.0, 1.0)
-        _check_int("image_hidden", self.image_hidden, 1)
-        _check_int("embed_dim", self.embed_dim, 1)
-        _check_float("init_log_scale", self.init_log_scale, -math.inf)
-        _check_float("init_bias", self.init_bias, -math.inf)
-        _check_int("reference_steps", self.reference_steps, 1)
-        _check_int("eval_every", self.eval_every, 1)
-        _check_int("smoothing_window", self.smoothing_window, 1)
+        check_real("learning_rate", self.learning_rate, low=0.0)
+        check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
+        v.check_int("image_hidden", self.image_hidden, low=1)
+        v.check_int("embed_dim", self.embed_dim, low=1)
+        check_real("init_log_scale", self.init_log_scale)
+        check_real("init_bias", self.init_bias)
+        v.check_int("reference_steps", self.reference_steps, low=1)
+        v.check_int("eval_every", self.eval_every, low=1)
+        v.check_int("smoothing_window", self.smoothing_window, low=1)
         if self.smoothing_window % 2 == 0:
             raise ValueError(f"smoothing_window must be odd, got {self.smoothing_window}")
         if not isinstance(self.data, DigitsConfig):
@@ -321,7 +236,7 @@ class DemoConfig:
     @property
     def super_batch(self) -> int:
         """``N = round(b / (1 - f))``, the super-batch size."""
-        return costs.super_batch_size(self.batch_size, self.filter_ratio)
+        return recipe.super_batch_size(self.batch_size, self.filter_ratio)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
@@ -474,8 +389,9 @@ _POOL_STREAM, _CURATED_STREAM = 1, 2
 def super_batch_indices(pool_size: int, config: DemoConfig, seed: int, step: int) -> np.ndarray:
     """The ``N`` distinct pool rows of learner step ``step`` (a uniform sample, in random order).
 
-    The same for every method and backend at one ``(seed, step)``; uniform sampling trains on
-    the first ``b``, which are a uniform sample of ``b`` rows.
+    :func:`jestcore.adapters.recipe.draw_rows` (stream 1): the same for every method and
+    backend at one ``(seed, step)``; uniform sampling trains on the first ``b``, which are a
+    uniform sample of ``b`` rows.
 
     Args:
         pool_size: Rows in the pool (at least ``N``).
@@ -492,8 +408,7 @@ def super_batch_indices(pool_size: int, config: DemoConfig, seed: int, step: int
     n = config.super_batch
     if pool_size < n:
         raise ValueError(f"the pool has {pool_size} rows, fewer than the super-batch N = {n}")
-    rng = np.random.default_rng([seed, _POOL_STREAM, step])
-    return rng.choice(pool_size, size=n, replace=False).astype(np.int64)
+    return recipe.draw_rows(pool_size, n, seed=seed, step=step, stream=_POOL_STREAM)
 
 
 def reference_batch_indices(size: int, config: DemoConfig, seed: int, step: int) -> np.ndarray:
@@ -508,35 +423,24 @@ def reference_batch_indices(size: int, config: DemoConfig, seed: int, step: int)
     Returns:
         int64 indices into the curated split.
     """
-    rng = np.random.default_rng([seed, _CURATED_STREAM, step])
-    return rng.choice(size, size=min(config.batch_size, size), replace=False).astype(np.int64)
+    b = min(config.batch_size, size)
+    return recipe.draw_rows(size, b, seed=seed, step=step, stream=_CURATED_STREAM)
 
 
 def learning_rate(step: int, total_steps: int, config: DemoConfig) -> float:
-    """The learning rate of step ``step`` of ``total_steps``: linear warm-up, then cosine to 0.
+    """The learning rate of step ``step`` of ``total_steps`` in a demo config.
 
-    Warm-up lasts ``w = max(1, round(config.warmup_fraction * total_steps))`` steps with rate
-    ``peak * (step + 1) / w``; then ``peak * (1 + cos(pi * (step - w) / (total_steps - w))) / 2``.
-
-    Args:
-        step: The step, ``0 <= step < total_steps``.
-        total_steps: Steps of the run.
-        config: The demo config (``peak = config.learning_rate``).
-
-    Returns:
-        The rate.
+    :func:`jestcore.adapters.recipe.learning_rate` with ``peak = config.learning_rate`` and
+    ``config.warmup_fraction``: linear warm-up, then cosine decay to 0.
 
     Example:
         >>> c = DemoConfig(learning_rate=1.0, warmup_fraction=0.1)
         >>> [round(learning_rate(s, 10, c), 3) for s in (0, 1, 5, 9)]
         [1.0, 1.0, 0.587, 0.03]
     """
-    warm = max(1, round(config.warmup_fraction * total_steps))
-    peak = config.learning_rate
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = (step - warm) / max(1, total_steps - warm)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return recipe.learning_rate(
+        step, total_steps, peak=config.learning_rate, warmup_fraction=config.warmup_fraction
+    )
 
 
 def eval_steps(config: DemoConfig) -> list[int]:
@@ -546,8 +450,7 @@ def eval_steps(config: DemoConfig) -> list[int]:
         >>> eval_steps(DemoConfig(steps=120, eval_every=50))
         [0, 50, 100, 120]
     """
-    points = list(range(0, config.steps, config.eval_every))
-    return [*points, config.steps]
+    return recipe.eval_steps(config.steps, config.eval_every)
 
 
 def selection_seed(seed: int, step: int) -> int:
@@ -566,9 +469,9 @@ def select_sub_batch(
 
     Works on the arrays of any array-API namespace (NumPy, PyTorch, JAX); returns indices of
     the same namespace. ``uniform`` is ``arange(b)`` (the super-batch is already in random
-    order). Joint methods call :func:`jestcore.joint_select_embeddings` (streaming, exact);
-    ``independent`` calls :func:`jestcore.independent_select` on each pair's own learnability
-    (the diagonal of the learnability matrix).
+    order). Every other method is one call of :func:`jestcore.joint_select_embeddings` with the
+    method's score and :meth:`~jestcore.adapters.recipe.MethodSpec.n_chunks` (one chunk, the
+    diagonal of the score matrix, for ``independent``): what the trainers' adapters compute.
 
     Args:
         method: One of :data:`METHODS`.
@@ -584,9 +487,7 @@ def select_sub_batch(
     Raises:
         ValueError: If ``method`` is unknown or a model it needs is ``None``.
     """
-    if method not in METHOD_SPECS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    spec = METHOD_SPECS[method]
+    spec = recipe.method_spec(method)
     b = config.batch_size
     for name, needed, model in (
         ("learner", spec.uses_learner, learner),
@@ -602,28 +503,14 @@ def select_sub_batch(
             xp = array_api_compat.array_namespace(*arrays)
             return xp.arange(b, device=array_api_compat.device(arrays[0]))
         return np.arange(b, dtype=np.int64)
-    if spec.selection == "joint_streaming":
-        return jestcore.joint_select_embeddings(
-            learner if spec.uses_learner else None,
-            reference if spec.uses_reference else None,
-            b,
-            n_chunks=config.n_chunks,
-            score=spec.score,
-            seed=seed,
-        )
-    assert learner is not None and reference is not None  # independent: learnability
-    scores = jestcore.learnability(_pair_losses(learner), _pair_losses(reference))
-    return jestcore.independent_select(scores, b, seed=seed)
-
-
-def _pair_losses(m: jestcore.PairEmbeddings) -> Any:
-    """Each pair's own sigmoid loss ``softplus(-(scale * <image_i, text_i> + bias))``."""
-    import array_api_compat
-
-    xp = array_api_compat.array_namespace(m.image, m.text)
-    logit = m.scale * xp.sum(m.image * m.text, axis=1) + m.bias
-    # softplus(-x) = max(-x, 0) + log1p(exp(-|x|)), stable for any x.
-    return xp.maximum(-logit, xp.zeros_like(logit)) + xp.log1p(xp.exp(-xp.abs(logit)))
+    return jestcore.joint_select_embeddings(
+        learner if spec.uses_learner else None,
+        reference if spec.uses_reference else None,
+        b,
+        n_chunks=spec.n_chunks(config.n_chunks),
+        score=spec.score,
+        seed=seed,
+    )
 
 
 def evaluate(test: jestcore.PairEmbeddings, prompts: np.ndarray, split: Split) -> Metrics:
@@ -683,7 +570,7 @@ def model_flops(config: DemoConfig, factor: int = 1) -> float:
 
 
 def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
-    """FLOPs of one learner step of ``method`` (:func:`jestcore.adapters.costs.step_flops`).
+    """FLOPs of one learner step of ``method`` (:func:`jestcore.adapters.demo.costs.step_flops`).
 
     The learner scores at the method's factor, the reference is cached, selection arithmetic
     is counted, training costs ``3 * b * F``.
@@ -693,7 +580,7 @@ def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
         config: The demo config.
 
     Returns:
-        The :class:`jestcore.adapters.costs.StepFlops`.
+        The :class:`jestcore.adapters.demo.costs.StepFlops`.
     """
     spec = METHOD_SPECS[method]
     return costs.step_flops(
@@ -819,7 +706,7 @@ def run_demo(
         config = DemoConfig()
     if not isinstance(config, DemoConfig):
         raise TypeError(f"config must be a DemoConfig, got {type(config).__name__}")
-    _check_int("workers", workers, 1)
+    v.check_int("workers", workers, low=1)
     trainer = load_backend(backend) if isinstance(backend, str) else backend
     module_name = getattr(trainer, "__name__", "custom")
     backend_name = {v: k for k, v in BACKENDS.items()}.get(module_name, module_name)
@@ -967,8 +854,9 @@ def summarize(
 ) -> dict[str, Any]:
     """The results of a demo run as JSON-ready values.
 
-    The target is uniform's final zero-shot accuracy: :func:`jestcore.adapters.costs.final_value`
-    of the seed-mean uniform curve (smoothed over ``config.smoothing_window`` evaluations).
+    The target is uniform's final zero-shot accuracy:
+    :func:`jestcore.adapters.demo.costs.final_value` of the seed-mean uniform curve (smoothed
+    over ``config.smoothing_window`` evaluations).
     Per seed, ``final_accuracy`` is the smoothed final value of that seed's curve and
     ``steps_to_target`` / ``flops_to_target`` the first evaluation at which the smoothed curve
     reaches the target (``None`` if never). FLOPs include scoring, selection, training and the

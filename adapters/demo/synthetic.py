@@ -104,12 +104,12 @@ def compare_selection(
     """
     n = batch.mismatched.shape[0]
     learner, reference = batch.learner, batch.reference
-    diagonal = jestcore.learnability(_matching_losses(learner), _matching_losses(reference)).astype(
-        np.float32
-    )
     chosen = {
         "uniform": jestcore.independent_select(np.zeros(n, np.float32), n_select, seed=seed),
-        "independent": jestcore.independent_select(diagonal, n_select, seed=seed),
+        # One chunk: each pair's own learnability, the diagonal (independent selection).
+        "independent": jestcore.joint_select_embeddings(
+            learner, reference, n_select, n_chunks=1, seed=seed
+        ),
         "joint": jestcore.joint_select_embeddings(
             learner, reference, n_select, n_chunks=n_chunks, seed=seed
         ),
@@ -123,9 +123,3 @@ def compare_selection(
         }
         for name, idx in chosen.items()
     }
-
-
-def _matching_losses(m: jestcore.PairEmbeddings) -> np.ndarray:
-    """Per-example sigmoid losses of the matching pairs (the score matrix's diagonal)."""
-    logit = m.scale * np.sum(m.image * m.text, axis=1) + m.bias
-    return np.logaddexp(0.0, -logit)

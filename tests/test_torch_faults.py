@@ -34,7 +34,13 @@ from jestcore.adapters.torch import (
 import jestcore
 
 HERE = Path(__file__).resolve()
-ADAPTER = HERE.parents[1] / "adapters" / "torch"
+ADAPTERS = HERE.parents[1] / "adapters"
+#: The modules that read caches and checkpoints: the neutral storage and the framework adapters.
+READERS = [
+    ADAPTERS / "cache.py",
+    *(ADAPTERS / "torch").glob("*.py"),
+    *(ADAPTERS / "jax").glob("*.py"),
+]
 PROCESS_TIMEOUT_S = 180  # a whole subprocess; collectives time out much sooner
 POOL, BATCH, PART = 40, 8, 8  # 5 batches, one part per batch
 
@@ -86,7 +92,7 @@ def precompute(folder: Path, seed: int, **kwargs):
 
 def _writer(folder: str, mode: str, marker: str) -> None:
     """Replaces the cache in ``folder`` by model 1's, stalling at ``mode`` until killed."""
-    import jestcore.adapters.torch.cache as cache_module
+    import jestcore.adapters.cache as cache_module
 
     torch.set_num_threads(1)
     stall = Path(marker)
@@ -116,7 +122,7 @@ def _writer(folder: str, mode: str, marker: str) -> None:
 
         cache_module.np.savez = savez
     elif mode == "mid-commit":  # the new arrays are all written; meta.json half written
-        real_atomic = cache_module._atomic_write
+        real_atomic = cache_module.atomic_write
 
         def atomic_write(path, write):
             if path.name != "meta.json":
@@ -131,7 +137,7 @@ def _writer(folder: str, mode: str, marker: str) -> None:
                 os.fsync(f.fileno())
             block()
 
-        cache_module._atomic_write = atomic_write
+        cache_module.atomic_write = atomic_write
     else:
         raise ValueError(mode)
     precompute(Path(folder), 1, overwrite=True, batches=batches)
@@ -324,7 +330,7 @@ def _load_calls(tree: ast.AST) -> list[ast.Call]:
 def test_no_adapter_module_can_unpickle():
     # Every np.load passes allow_pickle=False, and nothing imports pickle or calls torch.load.
     checked = 0
-    for path in sorted(ADAPTER.glob("*.py")):
+    for path in sorted(READERS):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):

@@ -411,6 +411,7 @@ class _Parts:
     def load(self) -> list[tuple[Path, np.ndarray]]:
         """The (file, ids) of every part whose record, checksums and contents are intact."""
         found = []
+        seen: set[int] = set()
         for f in self.dir.iterdir():  # never reuse a name, even a damaged part's
             m = _PART.match(f.name)
             if m:
@@ -434,6 +435,8 @@ class _Parts:
                     or meta.get("ids_sha256") != _ids_sha256(ids)
                 ):
                     raise CacheError(f"{data_file} does not hold what its record describes")
+                if not seen.isdisjoint(ids.tolist()):
+                    raise CacheError(f"{data_file} repeats ids of an earlier part")
             except _LOAD_ERRORS as e:
                 _log.warning(
                     "discarding damaged cache part %s (%s); it will be recomputed", data_file, e
@@ -442,6 +445,7 @@ class _Parts:
                 data_file.unlink(missing_ok=True)
                 continue
             found.append((data_file, ids))
+            seen.update(ids.tolist())
         return found
 
     def write(self, ids: np.ndarray, arrays: dict[str, np.ndarray]) -> Path:

@@ -14,6 +14,7 @@ from jestcore.adapters.torch import (
     model_fingerprint,
     precompute_reference_embeddings,
 )
+from test_cache import write_meta
 
 import jestcore
 
@@ -24,14 +25,6 @@ ATOL = 1e-6  # outputs near zero: a few float32 roundings of a 4- or 5-term dot 
 
 def close(a, b):
     torch.testing.assert_close(a, b, rtol=RTOL, atol=ATOL)
-
-
-def write_meta(folder, meta):
-    """Writes ``meta`` as a finished cache's meta.json with a matching checksum (a hand edit)."""
-    body = {k: v for k, v in meta.items() if k != "checksum"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    meta = {**body, "checksum": hashlib.sha256(canonical).hexdigest()}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 class Reference(torch.nn.Module):
@@ -276,3 +269,94 @@ def test_object_arrays_are_never_unpickled(finished):
     with pytest.raises(CacheError, match=r"image\.npy is truncated or corrupted.*Python objects"):
         EmbeddingCache(folder, model=model)
     assert json.loads((folder / "meta.json").read_text()) == meta
+
+
+def test_a_part_overwritten_by_another_writer_is_caught_before_the_commit(tmp_path):
+    # What a second writer of the same folder did: replace a finished part with its own (a
+    # valid part with a consistent record, but other examples). Merging it under the ids this
+    # writer recorded would commit a cache that verifies but holds other examples' rows.
+    data = dataset(32)
+    folder = tmp_path / "c"
+    model = Reference()
+
+    def other_writers_part():
+        ids, image, text = (t[16:24] for t in data)
+        with torch.no_grad():
+            e = model(image, text)
+        part = folder / "parts" / "part-000000.npz"
+        np.savez(part, ids=ids.numpy(), image=e.image.numpy(), text=e.text.numpy())
+        ids_sha = hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
+        record = {"sha256": hashlib.sha256(part.read_bytes()).hexdigest(), "n": 8}
+        part.with_suffix(".json").write_text(json.dumps({**record, "ids_sha256": ids_sha}))
+
+    def batches():
+        for k, batch in enumerate(loader(data)):
+            if k == 1:  # part 0 (batch 0) is on disk
+                other_writers_part()
+            yield batch
+
+    with pytest.raises(CacheError, match=r"part-000000\.npz no longer holds the ids recorded"):
+        precompute_reference_embeddings(model, batches(), folder, part_size=8, progress=False)
+    assert not (folder / "meta.json").exists()  # nothing committed
+    # a rerun keeps the valid parts (the replaced one holds batch 2, so the later part of
+    # batch 2 repeats its ids and is discarded) and recomputes batch 0 only
+    model.calls = 0
+    cache = precompute_reference_embeddings(
+        model, loader(data), folder, part_size=8, progress=False
+    )
+    assert model.calls == 1
+    with torch.no_grad():  # batch by batch, as precompute ran it (the same rounding)
+        expected = torch.cat([model.image(data[1][s : s + 8]) for s in range(0, 32, 8)])
+    assert torch.equal(cache.lookup(data[0]).image, expected)
+
+
+# ----------------------------------------------------------------------------- several ranks
+
+
+def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
+    """One rank of the multi-rank recipe: each rank caches its shard in its own folder."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
+    root = Path(out_dir) / "cache"
+    ids, image, text = dataset()
+    mine = slice(rank, None, world)  # this rank's share of the pool
+    model = Reference()
+    precompute_reference_embeddings(
+        model, loader((ids[mine], image[mine], text[mine])), root / f"rank-{rank}", progress=False
+    )
+    dist.barrier()  # every shard is committed
+    cache = EmbeddingCache([root / f"rank-{r}" for r in range(world)], model=model)
+    got = cache.lookup(ids)
+    np.savez(Path(out_dir) / f"rank{rank}.npz", image=got.image.numpy(), text=got.text.numpy())
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_ranks_build_one_cache_from_their_shards(tmp_path):
+    import ranks
+
+    ranks.launch_ok(__file__, [tmp_path / "rendezvous", tmp_path], 2)
+    r0, r1 = (ranks.load_npz(tmp_path / f"rank{r}.npz") for r in range(2))
+    for k in ("image", "text"):  # the same stored rows, read back by both ranks: bitwise
+        assert np.array_equal(r0[k], r1[k])
+    _, image, text = dataset()
+    with torch.no_grad():  # one process, whole batch: other BLAS shapes, so a tolerance
+        expected = Reference()(image, text)
+    close(torch.from_numpy(r0["image"]), expected.image)
+    close(torch.from_numpy(r0["text"]), expected.text)
+    shards = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert shards == ["rank-0", "rank-1"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    _rank(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -30,6 +30,7 @@ from jestcore.adapters.torch import (
     EmbeddingCache,
     precompute_reference_embeddings,
 )
+from test_cache import write_meta
 
 import jestcore
 
@@ -230,6 +231,48 @@ def test_a_first_writer_killed_mid_part_leaves_no_cache_and_resumes(tmp_path):
     assert not [f for f in folder.iterdir() if ".tmp-" in f.name]
 
 
+def test_a_second_writer_is_refused_while_the_first_writes_and_resumes_after_its_death(tmp_path):
+    folder = tmp_path / "cache"
+    old_cache, old_model = precompute(folder, 0)
+    before = snapshot(folder)
+    marker = tmp_path / "stalled"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE), "writer", str(folder), "between-batches", str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while not marker.exists():  # the first writer holds the lock, with 3 parts written
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the writer never reached its stall point"
+            time.sleep(0.05)
+        holder = rf"another writer \(pid {proc.pid} on host "
+        for kwargs in ({}, {"timeout": 0.3}):
+            with pytest.raises(CacheError, match=holder):
+                precompute(folder, 1, overwrite=True, **kwargs)
+        with pytest.raises(CacheError, match=holder):
+            precompute(folder, 0)  # even a reader-like call of the writer waits its turn
+        # the second writers touched nothing: the first writer's parts and the cache are as
+        # they were, and the cache still loads
+        parts = {k: v for k, v in snapshot(folder).items() if k.startswith("parts/")}
+        assert len([k for k in parts if k.endswith(".npz")]) == 3
+        assert {k: v for k, v in snapshot(folder).items() if k in before} == before
+        assert_same_cache(EmbeddingCache(folder, model=old_model), old_cache)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the dead writer's lock is taken over at once; its parts are resumed
+    resumed, model = precompute(folder, 1, overwrite=True)
+    assert model.calls == POOL // BATCH - 3
+    assert_same_cache(resumed, precompute(tmp_path / "fresh", 1)[0])
+    assert not (folder / ".lock").exists()
+
+
 @pytest.fixture
 def finished(tmp_path):
     folder = tmp_path / "cache"
@@ -291,7 +334,7 @@ def test_planted_pickles_are_never_unpickled(finished, tmp_path, caplog):
     target = folder / meta["files"]["image"]["file"]
     np.save(target, planted, allow_pickle=True)
     meta["files"]["image"]["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
-    meta_file.write_text(json.dumps(meta))
+    write_meta(folder, meta)  # its checksum recomputed too
     with pytest.raises(CacheError, match=rf"{target.name}.*Python objects"):
         EmbeddingCache(folder, model=model)
     assert not proof.exists()

@@ -313,7 +313,7 @@ def test_a_part_overwritten_by_another_writer_is_caught_before_the_commit(tmp_pa
 # ----------------------------------------------------------------------------- several ranks
 
 
-def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
+def _shards_rank(out_dir: str, rank: int, world: int) -> None:
     """One rank of the multi-rank recipe: each rank caches its shard in its own folder."""
     from datetime import timedelta
     from pathlib import Path
@@ -322,7 +322,7 @@ def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+        "gloo", init_method=f"file://{Path(out_dir) / 'rendezvous'}", rank=rank, world_size=world,
         timeout=timedelta(seconds=60),
     )  # fmt: skip
     root = Path(out_dir) / "cache"
@@ -340,10 +340,31 @@ def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
     dist.destroy_process_group()
 
 
+def _one_folder_rank(out_dir: str, rank: int, world: int) -> None:
+    """A rank that caches its shard into the folder every rank uses (what not to do)."""
+    import time
+    from pathlib import Path
+
+    torch.set_num_threads(1)
+    ids, image, text = dataset()
+    mine = slice(rank, None, world)
+
+    def slow_batches():
+        for batch in loader((ids[mine], image[mine], text[mine])):
+            time.sleep(0.05)  # the writers overlap
+            yield batch
+
+    cache = precompute_reference_embeddings(
+        Reference(), slow_batches(), Path(out_dir) / "shared", part_size=8, progress=False,
+        timeout=120,
+    )  # fmt: skip
+    np.savez(Path(out_dir) / f"rank{rank}.npz", ids=cache.ids, image=cache.lookup(cache.ids).image)
+
+
 def test_two_ranks_build_one_cache_from_their_shards(tmp_path):
     import ranks
 
-    ranks.launch_ok(__file__, [tmp_path / "rendezvous", tmp_path], 2)
+    ranks.launch_ok(__file__, ["shards", tmp_path], 2)
     r0, r1 = (ranks.load_npz(tmp_path / f"rank{r}.npz") for r in range(2))
     for k in ("image", "text"):  # the same stored rows, read back by both ranks: bitwise
         assert np.array_equal(r0[k], r1[k])
@@ -356,7 +377,29 @@ def test_two_ranks_build_one_cache_from_their_shards(tmp_path):
     assert shards == ["rank-0", "rank-1"]
 
 
+def test_two_writers_of_one_folder_take_turns(tmp_path):
+    # Without the lock, two writers of one folder interleaved their parts: a cache that
+    # verified but held other examples' rows, or a raw FileNotFoundError in one writer.
+    import ranks
+
+    ranks.launch_ok(__file__, ["one-folder", tmp_path], 2)
+    r0, r1 = (ranks.load_npz(tmp_path / f"rank{r}.npz") for r in range(2))
+    # the second writer waited for the first, then found the finished cache and returned it
+    assert np.array_equal(r0["ids"], r1["ids"]) and np.array_equal(r0["image"], r1["image"])
+    ids, image, _ = dataset()
+    shards = [sorted(ids[r::2].tolist()) for r in range(2)]
+    assert r0["ids"].tolist() in shards, "the cache holds exactly one writer's examples"
+    row_of = {int(i): k for k, i in enumerate(ids)}
+    rows = [row_of[int(i)] for i in r0["ids"]]
+    with torch.no_grad():  # each row is its own example's embedding
+        expected = Reference().image(image[rows])
+    close(torch.from_numpy(r0["image"]), expected)
+    cache = EmbeddingCache(tmp_path / "shared", model=Reference())
+    assert torch.equal(cache.lookup(r0["ids"]).image, torch.from_numpy(r0["image"]))
+
+
 if __name__ == "__main__":
     import sys
 
-    _rank(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    role = {"shards": _shards_rank, "one-folder": _one_folder_rank}[sys.argv[1]]
+    role(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

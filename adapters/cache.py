@@ -591,23 +591,39 @@ class _Writer:
         shutil.rmtree(self.parts.dir)
 
 
-def _finished(
-    folder: Path, fingerprint: str, overwrite: bool, open_cache: Callable[[], Any]
+def _open_or_write(
+    folder: Path,
+    fingerprint: str,
+    *,
+    overwrite: bool,
+    timeout: float,
+    open_cache: Callable[[], Any],
+    write: Callable[[], None],
 ) -> Any:
-    """The finished cache in ``folder`` when it is to be kept (checked), else ``None``."""
-    if overwrite or not (folder / "meta.json").exists():
-        return None
-    cache = open_cache()  # refuses another fingerprint and a damaged cache
-    parts = _Parts(folder, fingerprint)
-    if parts.dir.exists() and parts.recorded_fingerprint() == fingerprint:
-        shutil.rmtree(parts.dir)  # left by a writer killed after its commit
-    return cache
+    """The finished cache in ``folder`` if it is to be kept, else ``write()`` under the lock.
+
+    Opening a finished cache needs no lock (a replacement keeps it intact until its commit),
+    so callers that find one, e.g. every rank at every start, never wait for each other.
+    """
+    if not overwrite and (folder / "meta.json").exists():
+        return open_cache()  # refuses another fingerprint and a damaged cache
+    with cache_lock(folder, timeout=timeout):
+        if not overwrite and (folder / "meta.json").exists():  # committed while we waited
+            cache = open_cache()
+            parts = _Parts(folder, fingerprint)
+            if parts.dir.exists() and parts.recorded_fingerprint() == fingerprint:
+                shutil.rmtree(parts.dir)  # left by a writer killed after its commit
+            return cache
+        write()
+        return open_cache()
 
 
 def run_meta(fingerprint: str, *, config: Any, dtype: str, model: str | None) -> dict[str, Any]:
     """The fields of a cache's metadata that its writer knows before the first part."""
     if not isinstance(fingerprint, str) or not fingerprint:
         raise TypeError(f"fingerprint must be a non-empty str, got {fingerprint!r}")
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a str (the model's name) or None, got {model!r}")
     try:
         json.dumps(config)
     except (TypeError, ValueError) as e:
@@ -695,7 +711,8 @@ def write_cache(
         TypeError: If an argument has the wrong type.
         ValueError: If the arrays' lengths differ from the number of ids.
     """
-    meta = run_meta(fingerprint, config=config, dtype="float32", model=model)
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike folder, got {type(path).__name__}")
     if isinstance(outputs, jestcore.PairEmbeddings):
         raw = {"image": np.asarray(outputs.image), "text": np.asarray(outputs.text)}
         scalars = {k: _scalar(getattr(outputs, k), k) for k in ("bias", "scale")}
@@ -709,25 +726,30 @@ def write_cache(
         if raw["values"].ndim < 1:
             raise ValueError("outputs must be an (n, ...) array of per-example values")
     name = _dtype_name(dtype if dtype is not None else raw[next(iter(raw))].dtype, "dtype")
-    meta["dtype"] = name
+    meta = run_meta(fingerprint, config=config, dtype=name, model=model)
     arrays = {k: a.astype(name) for k, a in raw.items()}
     ids = ids_array(ids, next(iter(arrays.values())).shape[0], "ids")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
-    with cache_lock(path, timeout=timeout) as folder:
-        kept = _finished(
-            folder, fingerprint, overwrite, lambda: ArrayCache(folder, fingerprint=fingerprint)
-        )
-        if kept is not None:
-            return kept
+    folder = Path(path)
+
+    def write() -> None:
         writer = _Writer(folder, meta, overwrite=overwrite)
-        if writer.done:  # a previous write_cache was killed after its part: start afresh
+        if writer.done or writer.scalars is not None:  # left by a killed write: start afresh
             shutil.rmtree(writer.parts.dir)
             writer = _Writer(folder, meta, overwrite=overwrite)
         writer.check_scalars(scalars)
         writer.write(ids, arrays)
         writer.commit()
-        return ArrayCache(folder, fingerprint=fingerprint)
+
+    return _open_or_write(
+        folder,
+        fingerprint,
+        overwrite=overwrite,
+        timeout=_check_timeout(timeout),
+        open_cache=lambda: ArrayCache(folder, fingerprint=fingerprint),
+        write=write,
+    )
 
 
 def _scalar(x: Any, name: str) -> float:

@@ -85,6 +85,10 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
         write_cache(folder, ids, emb._replace(scale=float("nan")), fingerprint=FP)
     with pytest.raises(ValueError, match="timeout must be a finite number of seconds >= 0"):
         write_cache(folder, ids, emb, fingerprint=FP, timeout=-1)
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike folder"):
+        write_cache(3, ids, emb, fingerprint=FP)
+    with pytest.raises(TypeError, match="model must be a str"):
+        write_cache(folder, ids, emb, fingerprint=FP, model=object())
     with pytest.raises(TypeError, match="a non-empty list of them"):
         ArrayCache([], fingerprint=FP)
     assert not folder.exists()
@@ -266,6 +270,15 @@ def test_shard_folders_open_as_one_cache(tmp_path):
         ArrayCache([tmp_path / "rank-0", tmp_path / "other"], fingerprint=FP)
     with pytest.raises(CacheError, match=r"meta\.json is missing"):
         ArrayCache([tmp_path / "rank-0", tmp_path / "rank-2"], fingerprint=FP)
+
+
+def test_the_storage_imports_no_framework():
+    code = (
+        "import sys, jestcore.adapters.cache; "
+        "print(sorted({'torch', 'jax'} & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_atomic_write_json_replaces_or_keeps_the_file(tmp_path):

@@ -32,9 +32,8 @@ from jestcore.adapters.cache import (
     Paths,
     _as_paths,
     _check_timeout,
-    _finished,
+    _open_or_write,
     _Writer,
-    cache_lock,
     ids_array,
     read_meta,
     run_meta,
@@ -236,7 +235,7 @@ def precompute_reference_embeddings(
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
-    _check_timeout(timeout)
+    timeout = _check_timeout(timeout)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"path must be a folder, but {folder} is a file")
@@ -244,20 +243,23 @@ def precompute_reference_embeddings(
     meta = run_meta(
         fingerprint, config=config, dtype=_dtype_name(dtype), model=type(model).__qualname__
     )
-    with cache_lock(folder, timeout=timeout):
 
-        def reopen() -> EmbeddingCache:
-            return EmbeddingCache(folder, fingerprint=fingerprint)
-
-        kept = _finished(folder, fingerprint, overwrite, reopen)
-        if kept is not None:
-            return kept
+    def write() -> None:
         writer = _Writer(folder, meta, overwrite=overwrite)
         _run(model, loader, writer, ids or _default_ids, forward or _default_cache_forward,
              dtype=dtype, device=device, score_batch_size=score_batch_size,
              part_size=part_size, progress=progress)  # fmt: skip
         writer.commit()
-        return reopen()
+
+    cache: EmbeddingCache = _open_or_write(
+        folder,
+        fingerprint,
+        overwrite=overwrite,
+        timeout=timeout,
+        open_cache=lambda: EmbeddingCache(folder, fingerprint=fingerprint),
+        write=write,
+    )
+    return cache
 
 
 def _run(

@@ -606,16 +606,24 @@ def _open_or_write(
     so callers that find one, e.g. every rank at every start, never wait for each other.
     """
     if not overwrite and (folder / "meta.json").exists():
-        return open_cache()  # refuses another fingerprint and a damaged cache
+        cache = open_cache()  # refuses another fingerprint and a damaged cache
+        if (folder / "parts").exists():  # tidy up, if no writer is at work
+            with contextlib.suppress(CacheError), cache_lock(folder):
+                _drop_committed_parts(folder, fingerprint)
+        return cache
     with cache_lock(folder, timeout=timeout):
         if not overwrite and (folder / "meta.json").exists():  # committed while we waited
-            cache = open_cache()
-            parts = _Parts(folder, fingerprint)
-            if parts.dir.exists() and parts.recorded_fingerprint() == fingerprint:
-                shutil.rmtree(parts.dir)  # left by a writer killed after its commit
-            return cache
+            _drop_committed_parts(folder, fingerprint)
+            return open_cache()
         write()
         return open_cache()
+
+
+def _drop_committed_parts(folder: Path, fingerprint: str) -> None:
+    """Removes the parts of this fingerprint that a writer killed after its commit left."""
+    parts = _Parts(folder, fingerprint)
+    if parts.dir.exists() and parts.recorded_fingerprint() == fingerprint:
+        shutil.rmtree(parts.dir)
 
 
 def run_meta(fingerprint: str, *, config: Any, dtype: str, model: str | None) -> dict[str, Any]:

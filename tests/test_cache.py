@@ -289,3 +289,14 @@ def test_atomic_write_json_replaces_or_keeps_the_file(tmp_path):
         atomic_write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": [1.5], "b": 1}  # the previous content
     assert [f.name for f in tmp_path.iterdir()] == ["x.json"]  # no temporary left
+
+
+def test_parts_left_after_a_commit_are_removed_by_the_next_writer_call(finished):
+    folder, ids, emb = finished
+    atomic_write_json(folder / "parts" / "run.json", {"fingerprint": FP})  # killed after commit
+    assert write_cache(folder, ids, emb, fingerprint=FP).fingerprint == FP
+    assert not (folder / "parts").exists()
+    atomic_write_json(folder / "parts" / "run.json", {"fingerprint": FP})
+    with cache_lock(folder):  # a writer at work: its parts are left alone
+        write_cache(folder, ids, emb, fingerprint=FP)
+    assert (folder / "parts" / "run.json").exists()

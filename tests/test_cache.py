@@ -293,9 +293,11 @@ def test_atomic_write_json_replaces_or_keeps_the_file(tmp_path):
 
 def test_parts_left_after_a_commit_are_removed_by_the_next_writer_call(finished):
     folder, ids, emb = finished
+    (folder / "parts").mkdir()
     atomic_write_json(folder / "parts" / "run.json", {"fingerprint": FP})  # killed after commit
     assert write_cache(folder, ids, emb, fingerprint=FP).fingerprint == FP
     assert not (folder / "parts").exists()
+    (folder / "parts").mkdir()
     atomic_write_json(folder / "parts" / "run.json", {"fingerprint": FP})
     with cache_lock(folder):  # a writer at work: its parts are left alone
         write_cache(folder, ids, emb, fingerprint=FP)

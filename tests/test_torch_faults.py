@@ -30,11 +30,18 @@ from jestcore.adapters.torch import (
     EmbeddingCache,
     precompute_reference_embeddings,
 )
+from test_cache import write_meta
 
 import jestcore
 
 HERE = Path(__file__).resolve()
-ADAPTER = HERE.parents[1] / "adapters" / "torch"
+ADAPTERS = HERE.parents[1] / "adapters"
+#: The modules that read caches and checkpoints: the neutral storage and the framework adapters.
+READERS = [
+    ADAPTERS / "cache.py",
+    *(ADAPTERS / "torch").glob("*.py"),
+    *(ADAPTERS / "jax").glob("*.py"),
+]
 PROCESS_TIMEOUT_S = 180  # a whole subprocess; collectives time out much sooner
 POOL, BATCH, PART = 40, 8, 8  # 5 batches, one part per batch
 
@@ -86,7 +93,7 @@ def precompute(folder: Path, seed: int, **kwargs):
 
 def _writer(folder: str, mode: str, marker: str) -> None:
     """Replaces the cache in ``folder`` by model 1's, stalling at ``mode`` until killed."""
-    import jestcore.adapters.torch.cache as cache_module
+    import jestcore.adapters.cache as cache_module
 
     torch.set_num_threads(1)
     stall = Path(marker)
@@ -116,7 +123,7 @@ def _writer(folder: str, mode: str, marker: str) -> None:
 
         cache_module.np.savez = savez
     elif mode == "mid-commit":  # the new arrays are all written; meta.json half written
-        real_atomic = cache_module._atomic_write
+        real_atomic = cache_module.atomic_write
 
         def atomic_write(path, write):
             if path.name != "meta.json":
@@ -131,7 +138,7 @@ def _writer(folder: str, mode: str, marker: str) -> None:
                 os.fsync(f.fileno())
             block()
 
-        cache_module._atomic_write = atomic_write
+        cache_module.atomic_write = atomic_write
     else:
         raise ValueError(mode)
     precompute(Path(folder), 1, overwrite=True, batches=batches)
@@ -224,6 +231,48 @@ def test_a_first_writer_killed_mid_part_leaves_no_cache_and_resumes(tmp_path):
     assert not [f for f in folder.iterdir() if ".tmp-" in f.name]
 
 
+def test_a_second_writer_is_refused_while_the_first_writes_and_resumes_after_its_death(tmp_path):
+    folder = tmp_path / "cache"
+    old_cache, old_model = precompute(folder, 0)
+    before = snapshot(folder)
+    marker = tmp_path / "stalled"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE), "writer", str(folder), "between-batches", str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while not marker.exists():  # the first writer holds the lock, with 3 parts written
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the writer never reached its stall point"
+            time.sleep(0.05)
+        holder = rf"another writer \(pid {proc.pid} on host "
+        for kwargs in ({}, {"timeout": 0.3}):
+            with pytest.raises(CacheError, match=holder):
+                precompute(folder, 1, overwrite=True, **kwargs)
+        # a call that finds a finished cache to keep only reads it: it needs no lock
+        assert_same_cache(precompute(folder, 0)[0], old_cache)
+        # the second writers touched nothing: the first writer's parts and the cache are as
+        # they were, and the cache still loads
+        parts = {k: v for k, v in snapshot(folder).items() if k.startswith("parts/")}
+        assert len([k for k in parts if k.endswith(".npz")]) == 3
+        assert {k: v for k, v in snapshot(folder).items() if k in before} == before
+        assert_same_cache(EmbeddingCache(folder, model=old_model), old_cache)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the dead writer's lock is taken over at once; its parts are resumed
+    resumed, model = precompute(folder, 1, overwrite=True)
+    assert model.calls == POOL // BATCH - 3
+    assert_same_cache(resumed, precompute(tmp_path / "fresh", 1)[0])
+    assert not (folder / ".lock").exists()
+
+
 @pytest.fixture
 def finished(tmp_path):
     folder = tmp_path / "cache"
@@ -285,7 +334,7 @@ def test_planted_pickles_are_never_unpickled(finished, tmp_path, caplog):
     target = folder / meta["files"]["image"]["file"]
     np.save(target, planted, allow_pickle=True)
     meta["files"]["image"]["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
-    meta_file.write_text(json.dumps(meta))
+    write_meta(folder, meta)  # its checksum recomputed too
     with pytest.raises(CacheError, match=rf"{target.name}.*Python objects"):
         EmbeddingCache(folder, model=model)
     assert not proof.exists()
@@ -324,7 +373,7 @@ def _load_calls(tree: ast.AST) -> list[ast.Call]:
 def test_no_adapter_module_can_unpickle():
     # Every np.load passes allow_pickle=False, and nothing imports pickle or calls torch.load.
     checked = 0
-    for path in sorted(ADAPTER.glob("*.py")):
+    for path in sorted(READERS):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):

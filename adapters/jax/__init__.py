@@ -9,6 +9,7 @@
   ``scope="local"`` (per device) or ``scope="global"`` (exact over the whole super-batch).
 """
 
+from jestcore.adapters.jax.cache import EmbeddingCache
 from jestcore.adapters.jax.selection import gumbel_rows, joint_select, joint_select_embeddings
 from jestcore.adapters.jax.sharding import SCOPES, gather_sharded, select_sharded
 from jestcore.adapters.jax.state import JESTSelector, SelectionState, init_state
@@ -16,6 +17,7 @@ from jestcore.adapters.jax.trees import gather
 
 __all__ = [
     "SCOPES",
+    "EmbeddingCache",
     "JESTSelector",
     "SelectionState",
     "gather",

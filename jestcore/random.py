@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from jestcore._namespace import namespace_of, same_device
+from jestcore.backends import get_backend
 
 __all__ = ["fold_in", "gumbel_noise", "uniform"]
 
@@ -50,19 +51,35 @@ def _mix(x: Any, wrap: Any = None) -> Any:
     return w(x ^ _srl(x, 16))
 
 
-def _check_seed(seed: Any, name: str = "seed") -> None:
-    expected = f"{name} must be an int in [0, 2**32) or a 0-d integer array"
-    if isinstance(seed, bool) or not (isinstance(seed, int) or hasattr(seed, "dtype")):
-        raise TypeError(f"{expected}, got {seed!r}")
-    if isinstance(seed, int):
-        if not 0 <= seed < 2**32:
-            raise ValueError(f"{expected}, got {seed}")
-        return
-    xp = namespace_of(seed, name=name)
-    if getattr(seed, "ndim", None) != 0 or not xp.isdtype(seed.dtype, "integral"):
+def _check_integer(value: Any, name: str, expected: str) -> Any:
+    """``value`` must be a Python int or a 0-d integer array; returns the array's namespace."""
+    if isinstance(value, bool) or not (isinstance(value, int) or hasattr(value, "dtype")):
+        raise TypeError(f"{expected}, got {value!r}")
+    if isinstance(value, int):
+        return None
+    xp = namespace_of(value, name=name)
+    if getattr(value, "ndim", None) != 0 or not xp.isdtype(value.dtype, "integral"):
         raise TypeError(
-            f"{expected}, got an array of shape {tuple(seed.shape)} and dtype {seed.dtype}"
+            f"{expected}, got an array of shape {tuple(value.shape)} and dtype {value.dtype}"
         )
+    return xp
+
+
+def _check_seed(seed: Any, name: str = "seed") -> None:
+    """A seed is an int in ``[0, 2**32)``: a Python int, NumPy integer or 0-d integer array.
+
+    One rule for every concrete seed, whatever its type or dtype. Only a traced array (under
+    ``jax.jit`` or ``torch.compile``, where its value cannot be read) is taken as is: its low
+    32 bits are the seed.
+    """
+    expected = f"{name} must be an int in [0, 2**32) or a 0-d integer array"
+    xp = _check_integer(seed, name, expected)
+    if xp is not None:
+        if get_backend(xp).is_lazy(seed):
+            return
+        seed = int(seed)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"{expected}, got {seed}")
 
 
 def _as_int32(value: Any, xp: Any, device: Any) -> Any:
@@ -86,12 +103,14 @@ def fold_in(seed: Any, data: int | Any, /) -> Any:
     """Derives a new seed from ``seed`` and an integer ``data`` (e.g. a step counter).
 
     Args:
-        seed: A Python int in ``[0, 2**32)`` or a 0-d integer array.
-        data: A Python int, or a 0-d integer array (only the low 32 bits are used).
+        seed: An int in ``[0, 2**32)`` (Python or NumPy) or a 0-d integer array (see
+            :func:`uniform`).
+        data: Any Python int, or a 0-d integer array, of any value: only its low 32 bits are
+            used (a step counter past ``2**32`` wraps).
 
     Returns:
-        A Python int in ``[0, 2**32)`` when both arguments are Python ints, else a 0-d int32
-        array (a bit pattern: its low 32 bits are the same seed).
+        A Python int in ``[0, 2**32)`` when both arguments are Python ints, else a 0-d uint32
+        array holding the same value (a valid seed on every namespace).
 
     Raises:
         TypeError: If ``seed`` or ``data`` is not an int or a 0-d integer array.
@@ -102,18 +121,16 @@ def fold_in(seed: Any, data: int | Any, /) -> Any:
         True
     """
     _check_seed(seed)
-    if isinstance(data, bool) or not (isinstance(data, int) or hasattr(data, "dtype")):
-        raise TypeError(f"data must be an int or a 0-d integer array, got {data!r}")
+    _check_integer(data, "data", "data must be an int or a 0-d integer array")
     if isinstance(seed, int) and isinstance(data, int):
         key = _mix(_wrap_int(seed) ^ _SEED_MIX, _wrap_int)
         return _mix(_wrap_int(key + _mix(_wrap_int(data), _wrap_int) * _GOLDEN), _wrap_int) % 2**32
     arrays = [a for a in (seed, data) if not isinstance(a, int)]
     xp = namespace_of(*arrays, name="seed, data")
-    if not isinstance(data, int):
-        _check_seed(data, "data")
     device = same_device({"seed": seed, "data": data})
     key = _seed_key(seed, xp, device)
-    return xp.reshape(_mix(key + _mix(_as_int32(data, xp, device)) * _GOLDEN), ())
+    folded = _mix(key + _mix(_as_int32(data, xp, device)) * _GOLDEN)
+    return xp.reshape(xp.astype(folded, xp.uint32), ())
 
 
 def _bits(key: Any, row: int, n: int, xp: Any, device: Any) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 import oracle
 import pytest
 from helpers import embedding_magnitude, random_embeddings
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jestcore
@@ -217,6 +217,88 @@ def test_batch_score_embeddings_on_every_backend(backend):
     magnitude = embedding_magnitude(learner, reference, "learnability")[np.ix_(idx, idx)]
     tol = 4 * (d + 2) * eps32 * float(magnitude.sum())
     assert abs(float(got) - expected) <= tol
+
+
+def _exact_model_totals(models, idx) -> list[float]:
+    """Each model's ``sum_{i, j in idx} l_ij`` in float64 from its (float32-rounded) embeddings."""
+    totals = []
+    for m in models:
+        image, text = (np.asarray(x, dtype=np.float64)[idx] for x in m[:2])
+        loss = oracle.pairwise_sigmoid_loss(image, text, float(m.scale), float(m.bias))
+        totals.append(math.fsum(loss.ravel().tolist()))
+    return totals
+
+
+#: 320 orthonormal rows of dimension 320.
+ORTHONORMAL = np.linalg.qr(np.random.default_rng(12).standard_normal((320, 320)))[0]
+
+
+def _trained_pairs(rng, n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 unit embeddings of a trained model: matching pairs aligned, others orthogonal.
+
+    Images are ``n`` orthonormal rows (d = 320); each text is its image moved by ``noise``.
+    """
+    image = ORTHONORMAL[rng.permutation(320)[:n]]
+    text = image + noise * rng.standard_normal((n, 320)) / np.sqrt(320)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    return image.astype(np.float32), text.astype(np.float32)
+
+
+#: Required accuracy of batch_score_embeddings in float32 (issue 12): 1e-4 relative, per model.
+RTOL_EMBEDDINGS_F32 = 1e-4
+
+
+def _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size=None):
+    models = [m for m in (learner, reference) if m is not None]
+    exact = _exact_model_totals(models, idx)
+    signs = [1, -1] if len(models) == 2 else [1 if learner is not None else -1]
+    expected = math.fsum(s * t for s, t in zip(signs, exact, strict=True))
+    converted = [
+        None if m is None else m._replace(image=xp.from_numpy(m.image), text=xp.from_numpy(m.text))
+        for m in (learner, reference)
+    ]
+    score = {2: "learnability"}.get(len(models), "hard_learner" if learner else "easy_reference")
+    got = batch_score_embeddings(*converted, xp.from_numpy(idx), score=score, block_size=block_size)
+    assert is_zero_d(got, xp) and str(got.dtype).endswith("float32")
+    # The models' totals are sums of positive losses, each to be right to RTOL: their signed sum
+    # (learnability) to RTOL of the sum of their magnitudes.
+    err = abs(float(xp.to_numpy(got)) - expected)
+    assert err <= RTOL_EMBEDDINGS_F32 * sum(exact), (float(got), expected, err / sum(exact))
+
+
+def test_batch_score_embeddings_float32_well_separated_pairs(xp):
+    # Issue 12: 512 orthogonal pairs at scale 117, bias -12 (learner) vs -12.5 (reference), a
+    # batch of 256. The diagonal used to be added as negative pairs (loss ~117 each) and then
+    # subtracted, which left 0.168 against a true 0.158 (+6.4%).
+    e = np.eye(512, dtype=np.float32)
+    learner = PairEmbeddings(e, e, 117.0, -12.0)
+    reference = PairEmbeddings(e, e, 117.0, -12.5)
+    idx = np.arange(256)
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx)
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size=100)
+    _assert_batch_score_embeddings_accurate(xp, learner, None, idx)
+
+
+@settings(max_examples=12)
+@given(
+    n=st.integers(2, 300),
+    scale=st.floats(1.0, 120.0),
+    bias=st.floats(-16.0, 0.0),
+    gap=st.floats(0.5, 3.0),
+    noise=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 2**31),
+    data=st.data(),
+)
+def test_batch_score_embeddings_float32_is_accurate_in_the_trained_regime(
+    xp, n, scale, bias, gap, noise, seed, data
+):
+    rng = np.random.default_rng(seed)
+    learner = PairEmbeddings(*_trained_pairs(rng, n, noise), scale, bias)
+    reference = PairEmbeddings(*_trained_pairs(rng, n, noise), scale, bias - gap)
+    b = data.draw(st.integers(1, n), label="b")
+    idx = rng.permutation(n)[:b]
+    block_size = data.draw(st.one_of(st.none(), st.integers(1, b)), label="block_size")
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size)
 
 
 def test_batch_score_embeddings_of_real_pairs_equals_the_learnability_matrix():

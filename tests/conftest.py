@@ -1,7 +1,11 @@
-"""Shared fixtures: array backends, conversion helpers and hypothesis profiles.
+"""Shared fixtures: the ``xp`` array backends, conversion helpers and hypothesis profiles.
 
+``xp`` is the one parametrised backend fixture of the suite (numpy, read-only numpy,
+array-api-strict, array-api-strict without data-dependent shapes, torch, jax): see :class:`XP`.
 Inputs and expected values are built in NumPy; only the function under test runs on the backend
-under test (``to_xp``), so a failure points at one place.
+under test (``xp.from_numpy``), and ``xp.to_numpy`` checks that results really are of it, so a
+failure points at one place. ``backend`` is the same parametrisation in an older form, kept
+until every test file uses ``xp``.
 """
 
 from __future__ import annotations

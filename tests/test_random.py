@@ -66,9 +66,12 @@ def test_rows_seeds_and_neighbours_are_uncorrelated():
 
 
 def test_row_zero_of_a_2d_draw_is_the_1d_draw():
+    # bitwise for the uniforms (integer hashing); the noise is a float32 log of arrays of two
+    # shapes, which vectorised and scalar code paths may round differently
     np.testing.assert_array_equal(uniform(5, (3, 100), xp=np)[0], uniform(5, (100,), xp=np))
-    np.testing.assert_array_equal(
-        gumbel_noise(5, (3, 100), xp=np)[0], gumbel_noise(5, (100,), xp=np)
+    g = gumbel_noise(5, (100,), xp=np)
+    np.testing.assert_allclose(
+        gumbel_noise(5, (3, 100), xp=np)[0], g, rtol=0, atol=GUMBEL_BOUND * np.abs(g).max()
     )
     # a longer row extends a shorter one (counter-based)
     np.testing.assert_array_equal(uniform(5, (2, 300), xp=np)[:, :100], uniform(5, (2, 100), xp=np))

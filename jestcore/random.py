@@ -168,8 +168,13 @@ def _stack_rows(fn: Any, seed: Any, shape: tuple[int, ...], xp: Any, device: Any
             "xp must be an array-API namespace (e.g. numpy, jax.numpy or "
             f"array_api_compat.torch), got {xp!r}"
         )
-    if len(shape) not in (1, 2) or any(not isinstance(s, int) or s < 0 for s in shape):
+    if not isinstance(shape, tuple | list):
+        raise TypeError(f"shape must be a tuple (n,) or (rows, n), got {type(shape).__name__}")
+    if len(shape) not in (1, 2) or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
+    ):
         raise ValueError(f"shape must be (n,) or (rows, n) of non-negative ints, got {shape!r}")
+    shape = tuple(shape)
     if shape[-1] >= 2**31:
         raise ValueError(f"shape[-1] must be below 2**31, got {shape[-1]}")
     key = _seed_key(seed, xp, device)

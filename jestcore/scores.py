@@ -13,8 +13,12 @@ from jestcore.backends import get_backend
 __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matrix"]
 
 
-def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
-    """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays."""
+def check_scale_bias(scale: Any, bias: Any, xp: Any, dtype: Any = None) -> None:
+    """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays.
+
+    With ``dtype`` (the dtype the logits are computed in), a Python number must also be finite
+    in it: ``1e39`` times float32 embeddings would be infinite, and the losses NaN.
+    """
     for name, value in (("scale", scale), ("bias", bias)):
         if isinstance(value, bool) or value is None:
             raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
@@ -25,6 +29,8 @@ def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
         if isinstance(value, int | float):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
+            if dtype is not None and abs(value) > float(xp.finfo(dtype).max):
+                raise ValueError(f"{name} must be finite in {dtype}, got {value}")
             continue
         if (
             not hasattr(value, "shape")
@@ -76,7 +82,7 @@ def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> A
             f"image and text must have the same shape (N, d), got {tuple(image.shape)} "
             f"and {tuple(text.shape)}"
         )
-    check_scale_bias(scale, bias, xp)
+    check_scale_bias(scale, bias, xp, xp.result_type(image.dtype, text.dtype))
     same_device({"image": image, "text": text, "scale": scale, "bias": bias})
     backend = get_backend(xp)
     v.check_finite("image", image, xp, backend)

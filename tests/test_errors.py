@@ -383,3 +383,27 @@ def test_float16_batch_score_embeddings_accumulates_in_float32():
     expected = 256 * 255 * np.log1p(np.exp(2.0)) + 256 * np.log1p(np.exp(-2.0))
     assert got.dtype == np.float32
     assert float(got) == pytest.approx(expected, rel=RTOL32)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"), [(np.float32, 1e39), (np.float16, 7e4), (np.float32, -1e39)]
+)
+def test_python_scale_and_bias_must_be_finite_in_the_inputs_dtype(dtype, value):
+    # 1e39 * float32 embeddings is inf, and inf * 0 made the losses NaN without an error
+    e = np.eye(2, dtype=dtype)
+    for field in ("scale", "bias"):
+        kwargs = {"scale": 1.0, "bias": 0.0, field: value}
+        with pytest.raises(ValueError, match=rf"^{field} must be finite in float(32|16), got"):
+            sigmoid_loss_matrix(e, e, **kwargs)
+    # in float64 the same numbers are fine
+    assert np.isfinite(sigmoid_loss_matrix(e.astype(np.float64), e, scale=1e39, bias=0.0)).all()
+
+
+@pytest.mark.parametrize(
+    ("shape", "error"), [(5, TypeError), (None, TypeError), ((True,), ValueError)]
+)
+def test_random_shape_must_be_a_tuple_of_ints(shape, error):
+    # an int shape used to fail inside len() with a message that did not name shape
+    for draw in (uniform, gumbel_noise):
+        with pytest.raises(error, match=r"^shape must be"):
+            draw(0, shape, xp=np)

@@ -10,7 +10,9 @@ until every test file uses ``xp``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -153,18 +155,30 @@ class Backend:
         return self.name
 
 
+@contextlib.contextmanager
+def _backend_under_test(name: str) -> Iterator[XP]:
+    """The :class:`XP` of backend ``name``, with array-api-strict's flags reset afterwards."""
+    try:
+        yield XP(name)
+    finally:
+        if name == "array_api_strict_jit":
+            import array_api_strict
+
+            array_api_strict.reset_array_api_strict_flags()
+
+
 @pytest.fixture(params=BACKENDS)
-def xp(request: pytest.FixtureRequest) -> Any:
-    """The one parametrised array backend of the suite: an :class:`XP` namespace per backend."""
-    namespace = XP(request.param)
-    yield namespace
-    if request.param == "array_api_strict_jit":
-        import array_api_strict
+def xp(request: pytest.FixtureRequest) -> Iterator[XP]:
+    """The one parametrised array backend of the suite: an :class:`XP` namespace per backend.
 
-        array_api_strict.reset_array_api_strict_flags()
+    A test may narrow it with ``@pytest.mark.parametrize("xp", [...names], indirect=True)``.
+    """
+    with _backend_under_test(request.param) as namespace:
+        yield namespace
 
 
-@pytest.fixture
-def backend(xp: XP) -> Backend:
-    """The same parametrisation as ``xp``, in the older :class:`Backend` form."""
-    return Backend(xp)
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The same backends as ``xp``, in the older :class:`Backend` form (also ``indirect``)."""
+    with _backend_under_test(request.param) as namespace:
+        yield Backend(namespace)

@@ -30,9 +30,10 @@ def check_ratio(name: str, value: Any) -> float:
     """``value`` as a float in ``[0, 1)``: a real number (NumPy scalars too), never a bool."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
-    if not 0 <= value < 1:
+    ratio = float(value)
+    if not 0 <= ratio < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return float(value)
+    return ratio
 
 
 def check_floating(name: str, x: Any, xp: Any, *, ndim: int | None = None) -> None:

@@ -5,28 +5,46 @@ from __future__ import annotations
 from typing import Any
 
 from jestcore import _validation as v
-from jestcore._namespace import namespace_of, same_device
+from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
-from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings, _build_terms, _check_embeddings
+from jestcore.scores import pair_losses
+from jestcore.streaming import (
+    BLOCK_ELEMENTS,
+    PairEmbeddings,
+    _build_terms,
+    _check_embeddings,
+    _Terms,
+)
 
 __all__ = ["batch_score", "batch_score_embeddings"]
 
 
-def _check_indices(indices: Any, n: int, xp: Any, backend: Any) -> int:
-    """``indices`` must be a non-empty 1-D integer array of distinct entries in ``[0, n)``."""
+def _check_indices(indices: Any, n: int, xp: Any, backend: Any) -> Any:
+    """``indices`` must be a non-empty 1-D integer array of distinct entries in ``[0, n)``.
+
+    Returns:
+        The indices as int32 or int64: other integer dtypes are converted (PyTorch indexes only
+        with those, and reads a ``uint8`` tensor as a mask).
+    """
     if not hasattr(indices, "dtype") or not xp.isdtype(indices.dtype, "integral"):
         raise TypeError(
             f"indices must be an integer array, got {getattr(indices, 'dtype', indices)!r}"
         )
     if indices.ndim != 1 or indices.shape[0] == 0:
         raise ValueError(f"indices must be a non-empty 1-D array, got shape {tuple(indices.shape)}")
+    if indices.dtype not in (xp.int32, xp.int64):
+        # To the signed type of the same width or int32: narrower types convert exactly, and
+        # an unsigned value past the signed range becomes negative, refused below (PyTorch
+        # implements no comparison on most unsigned types).
+        wide = xp.iinfo(indices.dtype).bits == 64
+        indices = xp.astype(indices, xp.int64 if wide else xp.int32)
     if not backend.is_lazy(indices):
         if bool(xp.any(indices < 0)) or bool(xp.any(indices >= n)):
             raise ValueError(f"indices must lie in [0, {n}), got values outside it")
         s = xp.sort(indices)
         if indices.shape[0] > 1 and bool(xp.any(s[1:] == s[:-1])):
             raise ValueError("indices must be distinct: a batch holds each example once")
-    return indices.shape[0]
+    return indices
 
 
 def batch_score(scores: Any, indices: Any, /) -> Any:
@@ -37,10 +55,11 @@ def batch_score(scores: Any, indices: Any, /) -> Any:
 
     Args:
         scores: ``(N, N)`` real floating score matrix.
-        indices: 1-D integer array of distinct indices into ``scores``.
+        indices: 1-D integer array (signed or unsigned) of distinct indices into ``scores``.
 
     Returns:
-        A 0-d array of ``scores``' dtype.
+        A 0-d array of ``scores``' dtype; float32 for float16 and bfloat16 scores, which are
+        summed in float32 (a float16 sum of 65,536 ones would overflow).
 
     Example:
         >>> import numpy as np
@@ -55,11 +74,12 @@ def batch_score(scores: Any, indices: Any, /) -> Any:
         raise ValueError(f"scores must be a square (N, N) matrix, got shape {tuple(scores.shape)}")
     v.check_nonempty("scores", scores)
     backend = get_backend(xp)
-    _check_indices(indices, n, xp, backend)
+    indices = _check_indices(indices, n, xp, backend)
     same_device({"scores": scores, "indices": indices})
     v.check_finite("scores", scores, xp, backend)
     rows = xp.take(scores, indices, axis=0)
-    return xp.asarray(xp.sum(xp.take(rows, indices, axis=1)))
+    total = xp.sum(xp.take(rows, indices, axis=1), dtype=xp.result_type(scores.dtype, xp.float32))
+    return xp.asarray(total)
 
 
 def batch_score_embeddings(
@@ -81,7 +101,7 @@ def batch_score_embeddings(
             ``score="easy_reference"``).
         reference: The reference's :class:`~jestcore.PairEmbeddings` (may be ``None`` for
             ``score="hard_learner"``).
-        indices: 1-D integer array of distinct indices, the batch.
+        indices: 1-D integer array (signed or unsigned) of distinct indices, the batch.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
         block_size: Rows of the batch multiplied at once (default: about 2**24 elements).
 
@@ -89,13 +109,31 @@ def batch_score_embeddings(
         A 0-d float32 array (float64 when an input is float64).
     """
     xp, n, _, models = _check_embeddings(learner, reference, score, indices=indices)
-    b = _check_indices(indices, n, xp, get_backend(xp))
+    backend = get_backend(xp)
+    indices = _check_indices(indices, n, xp, backend)
+    b = indices.shape[0]
     if block_size is None:
         block_size = max(1, BLOCK_ELEMENTS // b)
     block_size = v.check_int("block_size", block_size, low=1)
-    terms = _build_terms(models, xp)
     total = None
-    for t in terms:
-        part = t.batch_total(indices, block_size)
+    for t in _build_terms(models, xp):
+        part = t.sign * _model_batch_total(t, indices, block_size, xp, backend)
         total = part if total is None else total + part
     return xp.asarray(total)
+
+
+def _model_batch_total(t: _Terms, idx: Any, block_size: int, xp: Any, backend: Any) -> Any:
+    """One model's ``sum_{i, j in idx} l_ij``, in blocks of ``block_size`` rows of the batch.
+
+    Each block's losses come from :func:`~jestcore.scores.pair_losses`, which takes a matching
+    pair's loss from its own logit: adding the diagonal as negative pairs and correcting it
+    afterwards would subtract ``b`` terms of size ``~scale`` from a total of tiny losses.
+    """
+    image_b = xp.take(t.image, idx, axis=0)
+    text_bt = xp.matrix_transpose(xp.take(t.text, idx, axis=0))
+    b = idx.shape[0]
+    total = xp.asarray(0.0, dtype=image_b.dtype, device=device_of(image_b))
+    for start in range(0, b, block_size):
+        logits = t.scale * (image_b[start : min(start + block_size, b), ...] @ text_bt) + t.bias
+        total = total + xp.sum(pair_losses(logits, start, xp, backend))
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from jestcore import _validation as v
@@ -12,14 +13,24 @@ from jestcore.backends import get_backend
 __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matrix"]
 
 
-def check_scale_bias(scale: Any, bias: Any, xp: Any) -> None:
-    """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays."""
+def check_scale_bias(scale: Any, bias: Any, xp: Any, dtype: Any = None) -> None:
+    """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays.
+
+    With ``dtype`` (the dtype the logits are computed in), a Python number must also be finite
+    in it: ``1e39`` times float32 embeddings would be infinite, and the losses NaN.
+    """
     for name, value in (("scale", scale), ("bias", bias)):
         if isinstance(value, bool) or value is None:
             raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise ValueError(
+                f"{name} must be finite, got an int of {value.bit_length()} bits (beyond floats)"
+            )
         if isinstance(value, int | float):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
+            if dtype is not None and abs(value) > float(xp.finfo(dtype).max):
+                raise ValueError(f"{name} must be finite in {dtype}, got {value}")
             continue
         if (
             not hasattr(value, "shape")
@@ -71,16 +82,24 @@ def sigmoid_loss_matrix(image: Any, text: Any, /, *, scale: Any, bias: Any) -> A
             f"image and text must have the same shape (N, d), got {tuple(image.shape)} "
             f"and {tuple(text.shape)}"
         )
-    check_scale_bias(scale, bias, xp)
+    check_scale_bias(scale, bias, xp, xp.result_type(image.dtype, text.dtype))
     same_device({"image": image, "text": text, "scale": scale, "bias": bias})
     backend = get_backend(xp)
     v.check_finite("image", image, xp, backend)
     v.check_finite("text", text, xp, backend)
-    n = image.shape[0]
-    logits = scale * (image @ xp.matrix_transpose(text)) + bias
-    positions = xp.arange(n, device=device_of(image))
-    diagonal = positions[:, None] == positions[None, :]
-    return backend.softplus(xp.where(diagonal, -logits, logits))
+    return pair_losses(scale * (image @ xp.matrix_transpose(text)) + bias, 0, xp, backend)
+
+
+def pair_losses(logits: Any, row_offset: int, xp: Any, backend: Any) -> Any:
+    """The sigmoid losses ``softplus(-z_ij * logit_ij)`` of a block of pairwise logits.
+
+    Row ``r`` of ``logits`` pairs image ``row_offset + r`` with every text ``0..``, so the
+    matching pairs (``z = +1``) are the entries ``(r, row_offset + r)``: their loss is taken from
+    their own logit, never as the difference of two large terms.
+    """
+    rows = xp.arange(row_offset, row_offset + logits.shape[0], device=device_of(logits))
+    cols = xp.arange(logits.shape[1], device=device_of(logits))
+    return backend.softplus(xp.where(rows[:, None] == cols[None, :], -logits, logits))
 
 
 def _check_losses(**losses: Any) -> Any:

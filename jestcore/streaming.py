@@ -247,23 +247,3 @@ class _Terms:
         rows = sp(xp.take(self.image, idx, axis=0) @ self.text_t, self.scale, self.bias)
         cols = sp(xp.take(self.text, idx, axis=0) @ self.image_t, self.scale, self.bias)
         return self.sign * (rows + cols)
-
-    def batch_total(self, idx: Any, block_size: int) -> Any:
-        """The signed ``sum_{i, j in idx} l_ij`` of this model, in blocks of ``block_size`` rows."""
-        xp, sp = self.xp, self.backend.softplus
-        image_b = xp.take(self.image, idx, axis=0)
-        text_b = xp.take(self.text, idx, axis=0)
-        b = idx.shape[0]
-        total = xp.asarray(0.0, dtype=image_b.dtype)
-        for start in range(0, b, block_size):
-            stop = min(start + block_size, b)
-            total = total + xp.sum(
-                sp(
-                    self.scale * (image_b[start:stop, ...] @ xp.matrix_transpose(text_b))
-                    + self.bias
-                )
-            )
-        # The sum above treats the diagonal as off-diagonal pairs; swap in the matching terms.
-        d = self.scale * xp.sum(image_b * text_b, axis=1) + self.bias
-        total = total + xp.sum(sp(-d) - sp(d))
-        return self.sign * total

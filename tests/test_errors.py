@@ -10,6 +10,8 @@ import torch
 
 from jestcore import (
     PairEmbeddings,
+    batch_score,
+    batch_score_embeddings,
     chunk_sizes,
     easy_reference,
     fold_in,
@@ -22,6 +24,9 @@ from jestcore import (
     sigmoid_loss_matrix,
     uniform,
 )
+
+#: The dtype-fit tolerance of float32 results, 4 * sqrt(eps).
+RTOL32 = 4 * float(np.finfo(np.float32).eps) ** 0.5
 
 S = np.random.default_rng(0).standard_normal((6, 6))
 V = np.random.default_rng(1).standard_normal(6)
@@ -293,3 +298,112 @@ def test_random_bad_input():
         fold_in(0, True)
     with pytest.raises(TypeError, match=r"seed, data must be arrays of one"):
         fold_in(np.asarray(1), torch.tensor(2))
+
+
+# --------------------------------------------------------------- numbers beyond float range
+
+
+@pytest.mark.parametrize("field", ["scale", "bias"])
+@pytest.mark.parametrize(
+    "value", [2**1100, -(2**1100), 2**1024], ids=["2^1100", "-2^1100", "2^1024"]
+)
+def test_ints_beyond_float_range_are_refused_naming_the_argument(field, value):
+    # int -> float conversion used to raise a raw OverflowError
+    kwargs = {"scale": 1.0, "bias": 0.0, field: value}
+    with pytest.raises(ValueError, match=rf"^{field} must be finite, got an int of \d+ bits"):
+        sigmoid_loss_matrix(np.eye(3), np.eye(3), **kwargs)
+    model = emb(**{field: value})
+    with pytest.raises(ValueError, match=rf"^{field} must be finite"):
+        joint_select_embeddings(model, None, 2, n_chunks=1, score="hard_learner", seed=0)
+    with pytest.raises(ValueError, match=rf"^{field} must be finite"):
+        batch_score_embeddings(model, None, np.arange(3), score="hard_learner")
+    # the largest float-sized ints are still numbers
+    kwargs[field] = 2**1023
+    sigmoid_loss_matrix(np.zeros((3, 2)), np.zeros((3, 2)), **kwargs)
+
+
+# ------------------------------------------------------------------- indices of batch scores
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+def test_torch_indices_of_any_integer_dtype_are_indices(dtype):
+    # torch reads a uint8 index tensor as a mask: it used to fail inside index_select
+    s = np.random.default_rng(2).standard_normal((300, 300)).astype(np.float32)
+    idx = np.array([3, 250, 0, 17])
+    expected = float(batch_score(s, idx))
+    got = batch_score(torch.from_numpy(s), torch.from_numpy(idx).to(dtype))
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(expected, rel=RTOL32)
+    model = PairEmbeddings(torch.eye(300)[:, :8], torch.eye(300)[:, :8], 10.0, -1.0)
+    a = batch_score_embeddings(model, None, torch.from_numpy(idx).to(dtype), score="hard_learner")
+    b = batch_score_embeddings(model, None, torch.from_numpy(idx), score="hard_learner")
+    assert float(a) == pytest.approx(float(b), rel=RTOL32)
+
+
+@pytest.mark.parametrize(
+    "indices", [np.array([0, 300], np.uint16), np.array([0, 2**31 + 5], np.uint32)]
+)
+def test_unsigned_indices_out_of_range_are_refused_before_conversion(indices):
+    s = np.zeros((300, 300), np.float32)
+    for convert in (np.asarray, torch.from_numpy):
+        with pytest.raises(ValueError, match=r"indices must lie in \[0, 300\)"):
+            batch_score(convert(s), convert(indices))
+    # a uint64 beyond 2**32 whose low bits are in range must not wrap into a valid index
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 300\)"):
+        batch_score(s, np.array([0, 2**32 + 1], np.uint64))
+
+
+def test_torch_bool_indices_are_refused():
+    with pytest.raises(TypeError, match="indices must be an integer array"):
+        batch_score(torch.zeros(3, 3), torch.tensor([True, False, True]))
+
+
+# ------------------------------------------------------------------------- float16 overflow
+
+
+def test_float16_batch_score_accumulates_in_float32():
+    # 256 x 256 ones: 65,536 is past float16's largest finite value, 65,504
+    import jax.numpy as jnp
+
+    ones = np.ones((256, 256), np.float16)
+    idx = np.arange(256)
+    for convert in (np.asarray, torch.from_numpy, jnp.asarray):
+        got = batch_score(convert(ones), convert(idx))
+        assert str(got.dtype).endswith("float32")
+        assert float(got) == 65536.0
+    bf16 = batch_score(torch.ones(256, 256, dtype=torch.bfloat16), torch.arange(256))
+    assert bf16.dtype == torch.float32 and float(bf16) == 65536.0
+
+
+def test_float16_batch_score_embeddings_accumulates_in_float32():
+    # zero embeddings, bias 2: every negative pair costs softplus(2), 65,280 of them ~ 138,850
+    z = np.zeros((256, 4), np.float16)
+    model = PairEmbeddings(z, z, 1.0, 2.0)
+    got = batch_score_embeddings(model, None, np.arange(256), score="hard_learner")
+    expected = 256 * 255 * np.log1p(np.exp(2.0)) + 256 * np.log1p(np.exp(-2.0))
+    assert got.dtype == np.float32
+    assert float(got) == pytest.approx(expected, rel=RTOL32)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"), [(np.float32, 1e39), (np.float16, 7e4), (np.float32, -1e39)]
+)
+def test_python_scale_and_bias_must_be_finite_in_the_inputs_dtype(dtype, value):
+    # 1e39 * float32 embeddings is inf, and inf * 0 made the losses NaN without an error
+    e = np.eye(2, dtype=dtype)
+    for field in ("scale", "bias"):
+        kwargs = {"scale": 1.0, "bias": 0.0, field: value}
+        with pytest.raises(ValueError, match=rf"^{field} must be finite in float(32|16), got"):
+            sigmoid_loss_matrix(e, e, **kwargs)
+    # in float64 the same numbers are fine
+    assert np.isfinite(sigmoid_loss_matrix(e.astype(np.float64), e, scale=1e39, bias=0.0)).all()
+
+
+@pytest.mark.parametrize(
+    ("shape", "error"), [(5, TypeError), (None, TypeError), ((True,), ValueError)]
+)
+def test_random_shape_must_be_a_tuple_of_ints(shape, error):
+    # an int shape used to fail inside len() with a message that did not name shape
+    for draw in (uniform, gumbel_noise):
+        with pytest.raises(error, match=r"^shape must be"):
+            draw(0, shape, xp=np)

@@ -23,7 +23,7 @@ import numpy as np
 import oracle
 import pytest
 from helpers import embedding_magnitude, random_embeddings
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jestcore
@@ -45,13 +45,10 @@ def _load_bench():
 sq = _load_bench()
 
 
-def is_zero_d(x, backend=None) -> bool:
-    """A 0-d result of the backend; NumPy reductions give a NumPy scalar (``np.float64``), which
-    array-api-compat passes through, so a NumPy scalar counts as NumPy's 0-d array."""
-    if backend is None or backend.name.startswith("numpy"):
-        ok = isinstance(x, np.ndarray | np.generic)
-    else:
-        ok = backend.is_mine(x)
+def is_zero_d(x, xp=None) -> bool:
+    """A 0-d result of the backend ``xp`` (NumPy when ``None``); NumPy reductions give a NumPy
+    scalar (``np.float64``), which array-api-compat passes through and counts as a NumPy array."""
+    ok = isinstance(x, np.ndarray | np.generic) if xp is None else xp.is_mine(x)
     return ok and tuple(x.shape) == ()
 
 
@@ -113,27 +110,27 @@ def test_batch_score_ignores_the_order_of_the_batch(problem, seed):
     assert gap <= 2 * sum_error_bound(s, idx, EPS)
 
 
-def test_batch_score_on_every_backend(backend):
+def test_batch_score_on_every_backend(xp):
     rng = np.random.default_rng(3)
     for n, b in [(1, 1), (7, 3), (40, 40), (64, 17)]:
         s = rng.normal(size=(n, n)).astype(np.float32)
         idx = rng.permutation(n)[:b].astype(np.int64)
-        got = batch_score(backend.asarray(s), backend.asarray(idx))
-        assert is_zero_d(got, backend), f"expected a 0-d {backend} array, got {type(got)}"
+        got = batch_score(xp.from_numpy(s), xp.from_numpy(idx))
+        assert is_zero_d(got, xp), f"expected a 0-d {xp} array, got {type(got)}"
         assert str(got.dtype).endswith("float32")
         expected = literal_batch_score(s, idx)
         eps32 = float(np.finfo(np.float32).eps)
         assert abs(float(got) - expected) <= sum_error_bound(s, idx, eps32)
 
 
-def test_batch_score_keeps_the_precision_of_its_input(backend):
+def test_batch_score_keeps_the_precision_of_its_input(xp):
     # float64 in, float64 out, except on JAX without x64, where the input is already float32
     rng = np.random.default_rng(4)
     s = rng.normal(size=(30, 30))
     idx = np.array([3, 29, 0, 11, 7])
-    got = batch_score(backend.asarray(s), backend.asarray(idx))
-    assert is_zero_d(got, backend)
-    dtype = np.float64 if backend.float64 else np.float32
+    got = batch_score(xp.from_numpy(s), xp.from_numpy(idx))
+    assert is_zero_d(got, xp)
+    dtype = np.float64 if xp.float64 else np.float32
     assert str(got.dtype).endswith(np.dtype(dtype).name)
     error = sum_error_bound(s, idx, float(np.finfo(dtype).eps))
     if dtype is np.float32:  # the input itself was rounded to float32
@@ -194,7 +191,7 @@ def test_batch_score_embeddings_block_sizes_agree():
     np.testing.assert_allclose(values, values[0], rtol=1e-13)
 
 
-def test_batch_score_embeddings_on_every_backend(backend):
+def test_batch_score_embeddings_on_every_backend(xp):
     rng = np.random.default_rng(6)
     n, d, b = 48, 8, 20
     learner, reference = _models(rng, n, d, "learnability", 10.0, -5.0)
@@ -202,21 +199,103 @@ def test_batch_score_embeddings_on_every_backend(backend):
     expected = float(batch_score(oracle.dense_scores(learner, reference, "learnability"), idx))
     f32 = [
         PairEmbeddings(
-            backend.asarray(m.image.astype(np.float32)),
-            backend.asarray(m.text.astype(np.float32)),
+            xp.from_numpy(m.image.astype(np.float32)),
+            xp.from_numpy(m.text.astype(np.float32)),
             m.scale,
             m.bias,
         )
         for m in (learner, reference)
     ]
-    got = batch_score_embeddings(*f32, backend.asarray(idx), block_size=7)
-    assert is_zero_d(got, backend)
+    got = batch_score_embeddings(*f32, xp.from_numpy(idx), block_size=7)
+    assert is_zero_d(got, xp)
     # float32: rounding of the embeddings themselves (relative 2^-24 per coordinate) moves
     # each logit by about scale * d * eps32, each loss by at most as much.
     eps32 = float(np.finfo(np.float32).eps)
     magnitude = embedding_magnitude(learner, reference, "learnability")[np.ix_(idx, idx)]
     tol = 4 * (d + 2) * eps32 * float(magnitude.sum())
     assert abs(float(got) - expected) <= tol
+
+
+def _exact_model_totals(models, idx) -> list[float]:
+    """Each model's ``sum_{i, j in idx} l_ij`` in float64 from its (float32-rounded) embeddings."""
+    totals = []
+    for m in models:
+        image, text = (np.asarray(x, dtype=np.float64)[idx] for x in m[:2])
+        loss = oracle.pairwise_sigmoid_loss(image, text, float(m.scale), float(m.bias))
+        totals.append(math.fsum(loss.ravel().tolist()))
+    return totals
+
+
+#: 320 orthonormal rows of dimension 320.
+ORTHONORMAL = np.linalg.qr(np.random.default_rng(12).standard_normal((320, 320)))[0]
+
+
+def _trained_pairs(rng, n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 unit embeddings of a trained model: matching pairs aligned, others orthogonal.
+
+    Images are ``n`` orthonormal rows (d = 320); each text is its image moved by ``noise``.
+    """
+    image = ORTHONORMAL[rng.permutation(320)[:n]]
+    text = image + noise * rng.standard_normal((n, 320)) / np.sqrt(320)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    return image.astype(np.float32), text.astype(np.float32)
+
+
+#: Required accuracy of batch_score_embeddings in float32 (issue 12): 1e-4 relative, per model.
+RTOL_EMBEDDINGS_F32 = 1e-4
+
+
+def _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size=None):
+    models = [m for m in (learner, reference) if m is not None]
+    exact = _exact_model_totals(models, idx)
+    signs = [1, -1] if len(models) == 2 else [1 if learner is not None else -1]
+    expected = math.fsum(s * t for s, t in zip(signs, exact, strict=True))
+    converted = [
+        None if m is None else m._replace(image=xp.from_numpy(m.image), text=xp.from_numpy(m.text))
+        for m in (learner, reference)
+    ]
+    score = {2: "learnability"}.get(len(models), "hard_learner" if learner else "easy_reference")
+    got = batch_score_embeddings(*converted, xp.from_numpy(idx), score=score, block_size=block_size)
+    assert is_zero_d(got, xp) and str(got.dtype).endswith("float32")
+    # The models' totals are sums of positive losses, each to be right to RTOL: their signed sum
+    # (learnability) to RTOL of the sum of their magnitudes.
+    err = abs(float(xp.to_numpy(got)) - expected)
+    assert err <= RTOL_EMBEDDINGS_F32 * sum(exact), (float(got), expected, err / sum(exact))
+
+
+def test_batch_score_embeddings_float32_well_separated_pairs(xp):
+    # Issue 12: 512 orthogonal pairs at scale 117, bias -12 (learner) vs -12.5 (reference), a
+    # batch of 256. The diagonal used to be added as negative pairs (loss ~117 each) and then
+    # subtracted, which left 0.168 against a true 0.158 (+6.4%).
+    e = np.eye(512, dtype=np.float32)
+    learner = PairEmbeddings(e, e, 117.0, -12.0)
+    reference = PairEmbeddings(e, e, 117.0, -12.5)
+    idx = np.arange(256)
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx)
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size=100)
+    _assert_batch_score_embeddings_accurate(xp, learner, None, idx)
+
+
+@settings(max_examples=12)
+@given(
+    n=st.integers(2, 300),
+    scale=st.floats(1.0, 120.0),
+    bias=st.floats(-16.0, 0.0),
+    gap=st.floats(0.5, 3.0),
+    noise=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 2**31),
+    data=st.data(),
+)
+def test_batch_score_embeddings_float32_is_accurate_in_the_trained_regime(
+    xp, n, scale, bias, gap, noise, seed, data
+):
+    rng = np.random.default_rng(seed)
+    learner = PairEmbeddings(*_trained_pairs(rng, n, noise), scale, bias)
+    reference = PairEmbeddings(*_trained_pairs(rng, n, noise), scale, bias - gap)
+    b = data.draw(st.integers(1, n), label="b")
+    idx = rng.permutation(n)[:b]
+    block_size = data.draw(st.one_of(st.none(), st.integers(1, b)), label="block_size")
+    _assert_batch_score_embeddings_accurate(xp, learner, reference, idx, block_size)
 
 
 def test_batch_score_embeddings_of_real_pairs_equals_the_learnability_matrix():

@@ -227,7 +227,10 @@ def test_valid_edge_cases_are_accepted():
     huge = pair()._replace(image=torch.full((N, D), 3e38), text=torch.zeros(N, D))
     assert not torch.isfinite(huge.image.sum())
     assert sel(huge).indices.shape == (4,)
-    assert sel(seed=torch.tensor(-1)).indices.shape == (4,)  # low 32 bits of a 0-d tensor
+    # a concrete 0-d tensor seed follows the int rule, [0, 2**32) (only traced ones wrap)
+    assert sel(seed=torch.tensor(2**32 - 1)).indices.shape == (4,)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\)"):
+        sel(seed=torch.tensor(-1))
     assert sel(seed=2**32 - 1, batch_size=N, n_chunks=N).indices.sort().values.tolist() == list(
         range(N)
     )

@@ -89,6 +89,11 @@ def bad_seeds(xp: str) -> list[tuple[Any, type[Exception], str]]:
         (arr([[1]]), TypeError, SEED_MSG + r", got an array of shape \(1, 1\)"),
         (arr(1.0), TypeError, SEED_MSG + r", got an array of shape \(\) and dtype .*float"),
         (arr(True), TypeError, SEED_MSG + r", got an array of shape \(\) and dtype .*bool"),
+        # concrete values follow the int rule, whatever their type (np.int64(2**32) was seed 0)
+        (np.int64(2**32), ValueError, SEED_MSG + r", got 4294967296"),
+        (np.int32(-1), ValueError, SEED_MSG + r", got -1"),
+        (arr(-1), ValueError, SEED_MSG + r", got -1"),
+        *([(arr(2**40 + 9), ValueError, SEED_MSG + r", got 1099511627785")] if xp != "jax" else []),
     ]
 
 
@@ -160,28 +165,32 @@ def test_fold_in_data_may_be_any_int_but_nothing_else():
             jestcore.fold_in(5, data)
 
 
-@pytest.mark.parametrize("xp", ["numpy", "torch", "jax"])
-def test_integer_array_seeds_use_their_low_32_bits(xp):
-    # A 0-d integer array is a bit pattern (fold_in returns int32 ones, which may be negative):
-    # it selects as the Python int with the same low 32 bits, as documented.
-    arr = {"numpy": np.asarray, "torch": torch.tensor, "jax": jnp.asarray}[xp]
-    scores = convert(S, xp)
+def test_integer_array_seeds_select_as_the_int_of_the_same_value(xp):
+    # A concrete 0-d integer array of any integer dtype is the seed of its value, as documented;
+    # only traced arrays (values unknown) use their low 32 bits.
+    scores = xp.from_numpy(S)
 
     def select(seed):
-        return np.asarray(jestcore.joint_select(scores, 4, n_chunks=2, seed=seed)).tolist()
+        return xp.to_numpy(jestcore.joint_select(scores, 4, n_chunks=2, seed=seed)).tolist()
 
-    assert select(arr(-1)) == select(2**32 - 1)
-    assert select(
-        arr(7, dtype={"numpy": np.uint8, "torch": torch.uint8, "jax": jnp.uint8}[xp])
-    ) == (select(7))
-    if xp != "jax":  # 64-bit integers need JAX's x64 mode
-        assert select(arr(2**40 + 9)) == select(9)
+    assert select(xp.asarray(7, dtype=xp.uint8)) == select(7)
+    assert select(xp.asarray(2**32 - 1, dtype=xp.uint32)) == select(2**32 - 1)
+    assert select(jestcore.fold_in(xp.asarray(5), 9)) == select(jestcore.fold_in(5, 9))
+    if xp.name == "jax":
+        traced = jax.jit(lambda x, s: jestcore.joint_select(x, 4, n_chunks=2, seed=s))
+        got = traced(scores, jnp.asarray(-1, dtype=jnp.int32))
+        assert np.asarray(got).tolist() == select(2**32 - 1)
 
 
 # ----------------------------------------------------------------------------- empty batches
 
 
 EMPTY_CASES: list[tuple[str, Callable[[], Any], str]] = [
+    (
+        "sub_batch_size",
+        lambda: jestcore.sub_batch_size(0, filter_ratio=0.8),
+        r"^n must be >= 1, got 0$",
+    ),
     (
         "joint_select",
         lambda: jestcore.joint_select(np.zeros((0, 0)), 1, n_chunks=1, seed=0),
@@ -943,9 +952,9 @@ ADAPTER_NON_FINITE: list[tuple[str, Callable[[], Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize("xp", ["numpy", "torch", "jax"])
-def test_non_finite_values_are_refused_eagerly_at_the_first_bad_position(xp):
-    for entry, call, match in non_finite_cases(xp):
+@pytest.mark.parametrize("framework", ["numpy", "torch", "jax"])
+def test_non_finite_values_are_refused_eagerly_at_the_first_bad_position(framework):
+    for entry, call, match in non_finite_cases(framework):
         with pytest.raises(ValueError, match=match):
             call()
         assert entry in SPEC_CALLABLES

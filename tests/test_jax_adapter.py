@@ -24,7 +24,7 @@ import jestcore
 from jestcore import PairEmbeddings, fold_in, gumbel_noise
 
 SCORES = ["learnability", "hard_learner", "easy_reference"]
-STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size", "unroll")
+STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size")
 SELECT = jax.jit(jj.joint_select_embeddings, static_argnames=STATIC)
 SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "greedy"))
 
@@ -130,14 +130,26 @@ def test_scan_selection_selects_what_the_numpy_spec_selects(problem, seed):
     assert_same_embeddings_selection(got, expected, models, score, n_select, n_chunks, used)
 
 
-def test_eager_calls_and_a_fully_unrolled_scan_select_the_same():
+def test_eager_jitted_and_spec_calls_select_the_same_and_unroll_is_deprecated():
     models = float32_models(5, 40)
+    jax_models = tuple(map(on_jax, models))
     expected = jestcore.joint_select_embeddings(*models, 15, n_chunks=4, seed=3)
-    eager = jj.joint_select_embeddings(*map(on_jax, models), 15, n_chunks=4, seed=3)
-    unrolled = SELECT(*map(on_jax, models), 15, n_chunks=4, seed=3, unroll=True)
+    eager = jj.joint_select_embeddings(*jax_models, 15, n_chunks=4, seed=3)
     noise = gumbel_noise(3, (4, 40), xp=np)
     assert_same_embeddings_selection(eager, expected, models, "learnability", 15, 4, noise)
-    np.testing.assert_array_equal(unrolled, eager)
+    # The adapter is an alias of the spec: the spec itself, eager or under jit, agrees exactly.
+    spec_jit = jax.jit(jestcore.joint_select_embeddings, static_argnames=STATIC)
+    np.testing.assert_array_equal(spec_jit(*jax_models, 15, n_chunks=4, seed=3), eager)
+    np.testing.assert_array_equal(
+        jestcore.joint_select_embeddings(*jax_models, 15, n_chunks=4, seed=3), eager
+    )
+    np.testing.assert_array_equal(SELECT(*jax_models, 15, n_chunks=4, seed=3), eager)
+    for select in (jj.joint_select_embeddings, SELECT):
+        with pytest.warns(DeprecationWarning, match="unroll is deprecated and ignored"):
+            unrolled = select(*jax_models, 15, n_chunks=4, seed=3, unroll=True)
+        np.testing.assert_array_equal(unrolled, eager)
+    with pytest.warns(DeprecationWarning, match="unroll"):
+        jj.JESTSelector(batch_size=2, unroll=True)
 
 
 @settings(max_examples=10)
@@ -317,7 +329,7 @@ def test_selector_configuration_is_checked():
         jj.JESTSelector(batch_size=4, score="loss")
     with pytest.raises(ValueError, match="scope must be one of"):
         jj.JESTSelector(batch_size=4, scope="everywhere")
-    with pytest.raises(ValueError, match="the sub-batch size must be between 1 and N = 4"):
+    with pytest.raises(ValueError, match="batch_size must be between 1 and N = 4"):
         jj.JESTSelector(batch_size=5).n_select(4)
     with pytest.raises(TypeError, match="state must be a SelectionState"):
         jj.JESTSelector(batch_size=2).select((0, 0), *map(on_jax, float32_models(0, 4)))

@@ -1,24 +1,17 @@
 """Sharded selection on 8 simulated CPU devices, in a subprocess (the suite keeps one device).
 
-The checks below run in one child process started with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``; each reports ``ok`` or its traceback,
-and each becomes one pytest test here.
+The checks below run in one child process with 8 CPU devices (``tests/xla_devices.py``, the
+one launcher); each reports ``ok`` or its traceback, and each becomes one pytest test here.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-import traceback
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+import xla_devices
 from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from jestcore.adapters import jax as jj
@@ -287,18 +280,7 @@ def check_uneven_splits_and_bad_meshes_are_refused():
         raise AssertionError("N = 60 over 8 devices was accepted")
 
 
-CHECKS = sorted(name for name in dir() if name.startswith("check_"))
-
-
-def run_checks(out: Path) -> None:
-    results = {}
-    for name in CHECKS:
-        try:
-            globals()[name]()
-            results[name] = "ok"
-        except Exception:  # each check reports its own failure
-            results[name] = traceback.format_exc()
-    out.write_text(json.dumps(results))
+CHECKS = xla_devices.check_names(globals())
 
 
 # ----------------------------------------------------------------------------- tests (parent)
@@ -307,20 +289,7 @@ def run_checks(out: Path) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharding") / "results.json"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", __file__, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"the 8-device child failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(out.read_text())
+    return xla_devices.run_checks(__file__, DEVICES, out)
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -329,4 +298,4 @@ def test_on_eight_simulated_devices(results, name):
 
 
 if __name__ == "__main__":
-    run_checks(Path(sys.argv[1]))
+    xla_devices.child_main(globals())

@@ -278,9 +278,7 @@ def joint_select_embeddings(
     noise = as_jax("noise", noise)
     for name, model in (("learner", learner), ("reference", reference)):
         if isinstance(model, tuple) and len(model) == 4:
-            check_jax(
-                **{f"{name}.{f}": x for f, x in zip(PairEmbeddings._fields, model, strict=True)}
-            )
+            check_jax(**{f"{name}.image": model[0], f"{name}.text": model[1]})
     sizes, block_size = streaming.check_select_embeddings(
         learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size
     )

@@ -61,7 +61,7 @@ def chunk_loop(
     return array_api_compat.array_namespace(chunks[0]).concat(chunks)
 
 
-def block_step(c: int, block_size: int, /) -> int:
+def _block_step(c: int, block_size: int, /) -> int:
     """Rows per block when ``c`` rows are split into nearly equal blocks of ``<= block_size``."""
     return -(-c // -(-c // block_size)) if c else 1
 
@@ -69,11 +69,11 @@ def block_step(c: int, block_size: int, /) -> int:
 def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: int, /) -> Any:
     """``acc = fn(acc, block)`` over consecutive blocks of the 1-D ``idx``, in order.
 
-    The blocks are nearly equal, of :func:`block_step` rows each (the last one may be
+    The blocks are nearly equal, of :func:`_block_step` rows each (the last one may be
     shorter), so that at most ``block_size`` rows are processed at once.
     """
     c = idx.shape[0]
-    step = block_step(c, block_size)
+    step = _block_step(c, block_size)
     for start in range(0, c, step):
         acc = fn(acc, idx[start : min(start + step, c)])
     return acc

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jestcore.backends import generic
-from jestcore.backends.generic import block_step
+from jestcore.backends.generic import _block_step
 
 __all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
 
@@ -105,7 +105,7 @@ def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: in
     if not _traced((acc, idx)):
         return generic.block_loop(fn, acc, idx, block_size)
     c = idx.shape[0]
-    step = block_step(c, block_size)
+    step = _block_step(c, block_size)
     full, rest = divmod(c, step)
     if full == 1:
         acc = fn(acc, idx[:step])

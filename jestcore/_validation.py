@@ -107,13 +107,15 @@ def check_fits(name: str, x: Any, xp: Any, dtype: Any, why: str) -> None:
     the message says what happened instead of calling a finite value "not finite". ``why``
     says why the conversion happens. Skipped for traced arrays (nothing converts them).
     """
-    big = xp.finfo(dtype).max
+    info = xp.finfo(dtype)
+    big = info.max
     over = xp.isfinite(x) & (xp.abs(x) > big)
     if not bool(xp.any(over)):
         return
     where, value = _first(over, x, xp)
     raise ValueError(
-        f"{name} must fit in {dtype} (|x| <= {big:.4g}), but {name}[{where}] is {value:g}: {why}"
+        f"{name} must fit in {info.dtype} (|x| <= {float(big):.4g}), but {name}[{where}] is "
+        f"{value:g}: {why}"
     )
 
 

@@ -65,10 +65,7 @@ def _check_model(name: str, model: Any) -> PairEmbeddings:
 
 def _models(learner: Any, reference: Any, score: Any) -> list[tuple[str, PairEmbeddings, int]]:
     """The (name, embeddings, sign) of each model that ``score`` needs, validated."""
-    if not isinstance(score, str):
-        raise TypeError(f"score must be a str, one of {sorted(SCORES)}, got {score!r}")
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    check_score(score)
     models = []
     for name, model, sign in zip(
         ("learner", "reference"), (learner, reference), SCORES[score], strict=True
@@ -79,6 +76,15 @@ def _models(learner: Any, reference: Any, score: Any) -> list[tuple[str, PairEmb
             raise ValueError(f'score="{score}" needs {name} embeddings, got None')
         models.append((name, _check_model(name, model), sign))
     return models
+
+
+def check_score(score: Any) -> str:
+    """``score`` if it is one of :data:`SCORES`; else a ``TypeError`` or ``ValueError``."""
+    if not isinstance(score, str):
+        raise TypeError(f"score must be a str, one of {sorted(SCORES)}, got {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    return score
 
 
 def _unused_models(

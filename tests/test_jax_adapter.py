@@ -397,3 +397,60 @@ def test_docstring_examples_run(name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{name} has no docstring example"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+# ----------------------------------------------------------------------------- one rule, one spec
+
+FILTER_GRID = [(n, f) for n in (1, 2, 5, 9, 10, 16, 37) for f in (0.0, 0.5, 0.75, 0.8, 0.9)]
+
+
+@pytest.mark.parametrize(("n", "f"), FILTER_GRID)
+def test_selector_sub_batch_sizes_are_the_spec_rule(n, f):
+    selector = jj.JESTSelector(filter_ratio=f, n_chunks=1)
+    assert selector.n_select(n) == jestcore.sub_batch_size(n, filter_ratio=f)
+
+
+@pytest.mark.parametrize(("n", "f"), [(10, 0.75), (9, 0.8), (16, 0.5), (37, 0.9), (20, 0.0)])
+def test_selector_selects_what_the_spec_selects(n, f):
+    # 10 * (1 - 0.75) = 2.5 rounds up to 3 (round() of Python would give 2)
+    models = float32_models(n, n)
+    b = jestcore.sub_batch_size(n, filter_ratio=f)
+    n_chunks = min(2, b)
+    selector = jj.JESTSelector(filter_ratio=f, n_chunks=n_chunks)
+    state = selector.init(7)
+    for step in range(2):
+        idx, state = jax.jit(selector.select)(state, *map(on_jax, models))
+        seed = fold_in(7, step)
+        expected = jestcore.joint_select_embeddings(*models, b, n_chunks=n_chunks, seed=seed)
+        noise = gumbel_noise(seed, (n_chunks, n), xp=np)
+        assert idx.shape == (b,)
+        assert_same_embeddings_selection(idx, expected, models, "learnability", b, n_chunks, noise)
+
+
+def test_float64_numpy_beyond_float32_range_is_refused_saying_why():
+    learner, reference = float32_models(0, 8)
+    big = learner.image.astype(np.float64)
+    big[2, 3] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(
+        ValueError,
+        match=r"learner.image must fit in float32 .* learner.image\[2, 3\] is 1e\+39: JAX conv",
+    ):
+        jj.joint_select_embeddings(learner._replace(image=big), reference, 4, n_chunks=2, seed=0)
+    scores = np.zeros((4, 4))
+    scores[1, 0] = -1e39
+    with pytest.raises(ValueError, match=r"scores\[1, 0\] is -1e\+39"):
+        jj.joint_select(scores, 2, n_chunks=1, seed=0)
+    # within float32's range, float64 NumPy input is accepted (and rounded to float32)
+    ok = learner._replace(image=learner.image.astype(np.float64))
+    got = jj.joint_select_embeddings(ok, reference, 4, n_chunks=2, seed=0)
+    np.testing.assert_array_equal(
+        got, jj.joint_select_embeddings(learner, reference, 4, n_chunks=2, seed=0)
+    )
+
+
+def test_selector_score_that_is_not_a_string_is_a_type_error():
+    with pytest.raises(TypeError, match="score must be a str"):
+        jj.JESTSelector(batch_size=2, score=["learnability"])
+    learner, reference = map(on_jax, float32_models(0, 8))
+    with pytest.raises(TypeError, match="score must be a str"):
+        jj.joint_select_embeddings(learner, reference, 2, score=["learnability"], seed=0)

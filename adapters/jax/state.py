@@ -22,7 +22,7 @@ from jestcore.adapters.jax.trees import gather, leading_size
 from jestcore import _validation as v
 from jestcore.random import fold_in
 from jestcore.selection import sub_batch_size
-from jestcore.streaming import SCORES, PairEmbeddings
+from jestcore.streaming import PairEmbeddings, check_score
 
 __all__ = ["JESTSelector", "SelectionState", "init_state"]
 
@@ -124,8 +124,7 @@ class JESTSelector:
             v.check_ratio("filter_ratio", self.filter_ratio)
         warn_unroll(self.unroll)
         v.check_int("n_chunks", self.n_chunks, low=1)
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {sorted(SCORES)}, got {self.score!r}")
+        check_score(self.score)
         if self.mesh is not None:
             _check_mesh(self.mesh, self.axis, self.scope)
         elif self.scope not in SCOPES:

@@ -10,10 +10,11 @@ Each measurement runs in a fresh child process (peak RSS from ``resource.getrusa
   {4, 16, 64} and block_size in {1, 64, default}.
 
 ``--api spec`` jits ``jestcore.joint_select_embeddings`` (static ``n_select``, ``n_chunks``,
-``score``, ``block_size``); ``--api adapter`` calls ``jestcore.adapters.jax.joint_select_embeddings``
-(which compiles on its own). ``--root DIR`` imports jestcore from ``DIR`` instead of the
-installed tree (a package directory laid out as installed: ``DIR/jestcore/{backends,adapters}``),
-e.g. an older commit for a before/after comparison.
+``score``, ``block_size``); ``--api adapter`` calls
+``jestcore.adapters.jax.joint_select_embeddings`` (which compiles on its own). ``--root DIR``
+imports jestcore from ``DIR`` instead of the installed tree (a package directory laid out as
+installed: ``DIR/jestcore/{backends,adapters}``), e.g. an older commit for a before/after
+comparison.
 
 Run ``python bench/jax_select.py [--quick] [--only rss|compile] [--api ...] [--root DIR]
 [--tag NAME]``; writes ``bench/results/jax_select[_TAG].json``. Never asserts on time.
@@ -62,6 +63,7 @@ def _select_fn(api: str) -> Any:
 def _models(n: int, d: int) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
+
     from jestcore import PairEmbeddings
 
     keys = jax.random.split(jax.random.key(0), 4)
@@ -138,7 +140,13 @@ def main() -> None:
         for n_chunks in (4, 16) if args.quick else (4, 16, 64):
             for block_size in (1, 64, None):
                 runs.append(
-                    {**base, "kind": "compile", "n": n, "n_chunks": n_chunks, "block_size": block_size}
+                    {
+                        **base,
+                        "kind": "compile",
+                        "n": n,
+                        "n_chunks": n_chunks,
+                        "block_size": block_size,
+                    }
                 )
     rows = []
     for spec in runs:

@@ -377,7 +377,7 @@ def test_a_model_the_score_does_not_use_is_checked_if_given():
     with pytest.raises(ValueError, match="the same N examples"):
         joint_select_embeddings(short, reference, 3, score="easy_reference", **call)
     ints = PairEmbeddings(np.ones((8, 4), dtype=np.int64), learner.text, 1.0, 0.0)
-    with pytest.raises(TypeError, match="learner.image must have a real floating dtype"):
+    with pytest.raises(TypeError, match=r"learner\.image must have a real floating dtype"):
         joint_select_embeddings(ints, reference, 3, score="easy_reference", **call)
 
 

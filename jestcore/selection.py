@@ -78,8 +78,9 @@ def gumbel_rows(
 ) -> Any:
     """Rows ``0..n_rows-1``, columns ``offset..offset+n-1`` of the portable Gumbel stream.
 
-    Bit for bit those entries of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=xp)``, computed in
-    one vectorised pass whose size (and traced program) does not depend on ``n_rows``: this is
+    Those entries of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=xp)`` (the same random
+    integers bit for bit; the noise up to the last bit of ``log``), computed in one vectorised
+    pass whose size (and traced program) does not depend on ``n_rows``: this is
     the noise that ``joint_select(..., seed=seed)`` adds, row ``k`` for chunk ``k``. ``offset``
     may be a traced 0-d integer array, so each device of a mesh can draw its own shard's columns.
 

@@ -105,8 +105,9 @@ def warn_unroll(unroll: Any) -> None:
 def gumbel_rows(seed: Any, n_rows: int, n: int, /, *, offset: Any = 0) -> Any:
     """Rows ``0..n_rows-1`` and columns ``offset..offset+n-1`` of the portable Gumbel stream.
 
-    Bit for bit those columns of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=jax.numpy)``
-    (and of NumPy's up to the last bit of ``log``), computed in one vectorised pass
+    Those columns of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=jax.numpy)``: the same
+    random integers bit for bit, the same noise up to the last bit of ``log`` (as NumPy's),
+    computed in one vectorised pass
     (:func:`jestcore.selection.gumbel_rows` with ``xp=jax.numpy``); ``offset`` may be traced,
     so each device of a mesh can draw the columns of its own shard.
 

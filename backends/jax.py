@@ -99,7 +99,8 @@ def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: in
     """``generic.block_loop`` with the full blocks as ``lax.scan``, so ``block_size`` bounds memory.
 
     The same blocks in the same order: the full ones in a scan (one traced block), then the
-    shorter last one, if any. Under ``jax.jit`` only one block's temporaries are live at once.
+    shorter last one, if any. Under ``jax.jit`` the temporaries are then those of a few blocks,
+    however many blocks there are (XLA's memory analysis: see bench/README.md).
     Outside tracing it runs the plain loop.
     """
     if not _traced((acc, idx)):
@@ -107,9 +108,8 @@ def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: in
     c = idx.shape[0]
     step = _block_step(c, block_size)
     full, rest = divmod(c, step)
-    if full == 1:
-        acc = fn(acc, idx[:step])
-    elif full > 1:
+
+    if full:
         blocks = jnp.reshape(idx[: full * step], (full, step))
         acc, _ = lax.scan(lambda a, block: (fn(a, block), None), acc, blocks)
     return fn(acc, idx[full * step :]) if rest else acc

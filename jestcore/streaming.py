@@ -239,19 +239,26 @@ def diagonal(terms: list[Any]) -> Any:
 
 
 def embeddings_update(terms: list[Any], block_size: int, backend: Any) -> Callable[[Any, Any], Any]:
-    """``(logits, idx) -> logits`` plus every term's ``off_diagonal_sums``, in row blocks.
+    """``(logits, idx) -> logits`` plus every term's off-diagonal sums, in row blocks.
 
-    The rows ``idx`` of a chunk are processed in nearly equal blocks of at most ``block_size``
-    (the backend's ``block_loop``: a scan under ``jax.jit``), bounding the temporaries to
-    ``block_size x N``.
+    Each of the four products (per model: the chunk's image rows against every text, and its
+    text rows against every image) runs over the rows ``idx`` in nearly equal blocks of at most
+    ``block_size`` (the backend's ``block_loop``: a scan under ``jax.jit``), one product after
+    the other, so that one ``block_size x N`` product (and its softplus) is live at a time,
+    under ``jax.jit`` too (XLA would otherwise hold all four products of a block at once).
     """
 
-    def add_block(logits: Any, block: Any) -> Any:
+    def update(logits: Any, idx: Any) -> Any:
         for t in terms:
-            logits = logits + t.off_diagonal_sums(block)
+            for side in (0, 1):
+
+                def add(acc: Any, block: Any, t: Any = t, side: int = side) -> Any:
+                    return acc + t.half_sums(block, side)
+
+                logits = backend.block_loop(add, logits, idx, block_size)
         return logits
 
-    return lambda logits, idx: backend.block_loop(add_block, logits, idx, block_size)
+    return update
 
 
 def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> int:
@@ -349,10 +356,27 @@ class _Terms:
 
         Only candidates m outside ``idx`` use it, so every pair is off-diagonal.
         """
-        xp, sp = self.xp, self.backend.sum_softplus
-        rows = sp(xp.take(self.image, idx, axis=0) @ self.text_t, self.scale, self.bias)
-        cols = sp(xp.take(self.text, idx, axis=0) @ self.image_t, self.scale, self.bias)
-        return self.sign * (rows + cols)
+        return self.half_sums(idx, 0) + self.half_sums(idx, 1)
+
+    def half_sums(self, idx: Any, side: int) -> Any:
+        """One half of :meth:`off_diagonal_sums` (signed).
+
+        Side 0 is ``sum_j l(image_j, text_m)``, side 1 ``sum_j l(image_m, text_j)``.
+
+        The transpose is taken here, next to the product, so that under ``jax.jit`` XLA folds
+        it into the matrix product instead of keeping a transposed copy of the embeddings.
+        """
+        return self.sign * self.products(self.rows(idx, side), side)
+
+    def rows(self, idx: Any, side: int) -> Any:
+        """Rows ``idx`` of the image (side 0) or text (side 1) embeddings."""
+        return self.xp.take(self.image if side == 0 else self.text, idx, axis=0)
+
+    def products(self, rows: Any, side: int) -> Any:
+        """Column sums of ``softplus(scale * rows @ other.T + bias)``, unsigned."""
+        other = self.text if side == 0 else self.image
+        product = rows @ self.xp.matrix_transpose(other)
+        return self.backend.sum_softplus(product, self.scale, self.bias)
 
     def batch_total(self, idx: Any, block_size: int) -> Any:
         """The signed ``sum_{i, j in idx} l_ij`` of this model, in blocks of ``block_size`` rows."""

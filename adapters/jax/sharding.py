@@ -117,12 +117,10 @@ class _ShardTerms:
         rows = jnp.take(x, jnp.clip(local, 0, self.n_local - 1), axis=0)
         return lax.psum(jnp.where(own[:, None], rows, jnp.zeros((), dtype=x.dtype)), self.axis)
 
-    def off_diagonal_sums(self, idx: Any) -> Any:
-        """As ``_Terms.off_diagonal_sums``, for this shard's candidates m."""
-        t, sp = self.t, _backend.sum_softplus
-        rows = sp(self._rows(t.image, idx) @ t.text_t, t.scale, t.bias)
-        cols = sp(self._rows(t.text, idx) @ t.image_t, t.scale, t.bias)
-        return t.sign * (rows + cols)
+    def half_sums(self, idx: Any, side: int) -> Any:
+        """As ``_Terms.half_sums``, for this shard's candidates m (the rows gathered first)."""
+        t = self.t
+        return t.sign * t.products(self._rows(t.image if side == 0 else t.text, idx), side)
 
 
 def select_sharded(

@@ -389,3 +389,17 @@ def test_block_loop_visits_nearly_equal_blocks_in_order_on_jax_and_generic(c, bl
         expected = expected * 2 + b[0] * 16 + len(b)
     got = jax.jit(lambda i: jb.block_loop(digest, jnp.int32(0), i, block_size))(jnp.asarray(idx))
     assert int(got) == expected
+
+
+def test_joint_select_on_a_matrix_traces_one_chunk_whatever_n_chunks():
+    scores = jnp.asarray(np.random.default_rng(0).standard_normal((64, 64)), dtype=jnp.float32)
+    counts = {}
+    for n_chunks in (2, 8, 32):
+        for select in (jestcore.joint_select, jj.joint_select):
+
+            def fn(s, seed, n_chunks=n_chunks, select=select):
+                return select(s, 32, n_chunks=n_chunks, seed=seed)
+
+            jaxpr = jax.make_jaxpr(fn)(scores, jnp.uint32(0))
+            counts[select.__module__, n_chunks] = _equations(jaxpr.jaxpr)
+    assert max(counts.values()) <= 1.5 * min(counts.values()), counts

@@ -165,6 +165,30 @@ def check_global_with_x64_selects_in_float64():
         )
 
 
+def check_sharded_selector_uses_the_spec_filter_ratio_rule():
+    mesh = mesh_1d()
+    for n, f in ((80, 0.8), (160, 0.75), (64, 0.5)):  # sub-batches of 16, 40 and 32
+        b = jestcore.sub_batch_size(n, filter_ratio=f)
+        learner, reference = models(n, n)
+        args = [sharded(m, mesh) for m in (learner, reference)]
+        for scope in ("global", "local"):
+            selector = jj.JESTSelector(filter_ratio=f, n_chunks=2, mesh=mesh, scope=scope)
+            assert selector.n_select(n) == b
+            idx, _ = jax.jit(selector.select)(selector.init(5), *args)
+            assert idx.shape == (b,)
+            if scope == "global":
+                seed = fold_in(5, 0)
+                expected = jestcore.joint_select_embeddings(
+                    learner, reference, b, n_chunks=2, seed=seed
+                )
+                assert_near(idx, expected, learner, reference, "learnability", b, 2, seed)
+            else:
+                per = n // DEVICES
+                got = np.asarray(idx).reshape(DEVICES, b // DEVICES)
+                for i in range(DEVICES):
+                    assert set(got[i].tolist()) <= set(range(i * per, (i + 1) * per))
+
+
 def check_local_selects_per_shard_with_folded_seeds():
     mesh = mesh_1d()
     learner, reference = models(7, 96)  # 12 per device

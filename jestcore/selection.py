@@ -185,7 +185,7 @@ def blocked_select(
         logits, selected = carry
         perturbed = logits if g is None else logits + xp.astype(g, logits.dtype)
         perturbed = xp.where(xp.isfinite(perturbed), perturbed, last_resort)
-        return pick(xp.where(selected[:n], neg_inf, perturbed), size)
+        return pick(xp.where(selected, neg_inf, perturbed), size)
 
     positions = xp.arange(n, device=device_of(logits)) + offset
 

@@ -9,10 +9,17 @@ present) exposes the same names with the same signatures:
 * ``sum_softplus(x, scale, bias, /)``: column sums of ``softplus(scale * x + bias)`` for 2-D ``x``.
 * ``is_lazy(x, /)``: whether ``x`` is being traced (``jax.jit``, ``torch.compile``), so values
   cannot be inspected.
+* ``chunk_loop(choose, advance, carry, sizes, noise, /)``: the chunk loop of joint selection
+  (chunk ``k``: ``idx = choose(carry, noise[k], sizes[k])``, then ``carry = advance(carry,
+  idx)``); a Python loop, compiled as ``lax.scan`` by the JAX module.
+* ``block_loop(fn, acc, idx, block_size, /)``: ``acc = fn(acc, block)`` over nearly equal
+  blocks of at most ``block_size`` entries of ``idx``; a Python loop, ``lax.scan`` on JAX, so
+  that ``block_size`` bounds the temporaries under ``jax.jit`` too.
 
 :func:`get_backend` resolves a namespace to its module lazily: detecting a backend never imports a
 framework that the caller has not imported, and a namespace with no native module gets the
-pure array-API ``generic`` module.
+pure array-API ``generic`` module. The algorithm itself (what the loops do) lives once, in the
+specification; these modules only say how to run it.
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ import array_api_compat
 
 __all__ = ["BACKEND_NAMES", "get_backend", "get_backend_module"]
 
-#: Backend modules, by name; each one mirrors the others. A native module that is not present
-#: (yet) falls back to ``generic``.
+#: Backend modules, by name; each one mirrors the others.
 BACKEND_NAMES = ("generic", "numpy", "torch", "jax")
 
 _DETECTORS = (
@@ -49,12 +55,7 @@ def get_backend(xp: Any) -> ModuleType:
     """
     name = next((name for name, is_ns in _DETECTORS if is_ns(xp)), "generic")
     if name not in _cache:
-        try:
-            _cache[name] = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            _cache[name] = get_backend_module("generic")
+        _cache[name] = get_backend_module(name)
     return _cache[name]
 
 

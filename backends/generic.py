@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
 
-__all__ = ["is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
 
 
 def top_k(x: Any, k: int, /) -> Any:
@@ -30,3 +31,49 @@ def sum_softplus(x: Any, scale: Any, bias: Any, /) -> Any:
     """Column sums of ``softplus(scale * x + bias)`` for 2-D ``x``."""
     xp = array_api_compat.array_namespace(x)
     return xp.sum(softplus(scale * x + bias), axis=0)
+
+
+def chunk_loop(
+    choose: Callable[[Any, Any, int], Any],
+    advance: Callable[[Any, Any], Any],
+    carry: Any,
+    sizes: tuple[int, ...],
+    noise: Any,
+    /,
+) -> Any:
+    """The chunks of a joint selection, in order: a plain Python loop.
+
+    Chunk ``k`` picks ``idx = choose(carry, noise[k], sizes[k])`` (``noise`` row ``k``, or
+    ``None`` when ``noise`` is ``None``), then ``carry = advance(carry, idx)`` (not after the
+    last chunk).
+
+    Returns:
+        The indices of every chunk, concatenated.
+    """
+    chunks = []
+    for k, size in enumerate(sizes):
+        idx = choose(carry, None if noise is None else noise[k, ...], size)
+        chunks.append(idx)
+        if k + 1 < len(sizes):
+            carry = advance(carry, idx)
+    if len(chunks) == 1:
+        return chunks[0]
+    return array_api_compat.array_namespace(chunks[0]).concat(chunks)
+
+
+def _block_step(c: int, block_size: int, /) -> int:
+    """Rows per block when ``c`` rows are split into nearly equal blocks of ``<= block_size``."""
+    return -(-c // -(-c // block_size)) if c else 1
+
+
+def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: int, /) -> Any:
+    """``acc = fn(acc, block)`` over consecutive blocks of the 1-D ``idx``, in order.
+
+    The blocks are nearly equal, of :func:`_block_step` rows each (the last one may be
+    shorter), so that at most ``block_size`` rows are processed at once.
+    """
+    c = idx.shape[0]
+    step = _block_step(c, block_size)
+    for start in range(0, c, step):
+        acc = fn(acc, idx[start : min(start + step, c)])
+    return acc

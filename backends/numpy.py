@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from jestcore.backends.generic import block_loop, chunk_loop
 
-__all__ = ["is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
 
 
 def top_k(x: Any, k: int, /) -> Any:

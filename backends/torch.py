@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jestcore.backends.generic import block_loop, chunk_loop
 
-__all__ = ["is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
 
 #: Below this ``k / N`` a ``torch.topk`` pass plus tie repair beats a stable sort of all N
-#: entries (measured in ``bench/torch_backend.py`` on CPU; on CUDA ``topk`` wins more clearly).
+#: entries: a rule of thumb from a one-off CPU measurement whose script was not kept in bench/
+#: (on CUDA ``topk`` wins more clearly); re-measure before changing it.
 _TOPK_FRACTION = 0.25
 
 

@@ -94,3 +94,38 @@ def check_randomness(seed: Any, noise: Any, greedy: Any, shape: tuple[int, ...],
         check_floating("noise", noise, xp)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+
+
+def check_seed(seed: Any, name: str = "seed") -> None:
+    """Refuses a seed that is not an int in ``[0, 2**32)`` or a 0-d integer array."""
+    _check_seed(seed, name)
+
+
+def check_fits(name: str, x: Any, xp: Any, dtype: Any, why: str) -> None:
+    """Refuses finite entries of ``x`` beyond the largest finite value of floating ``dtype``.
+
+    For inputs about to be converted to ``dtype`` (where they would become infinite), so that
+    the message says what happened instead of calling a finite value "not finite". ``why``
+    says why the conversion happens. Skipped for traced arrays (nothing converts them).
+    """
+    info = xp.finfo(dtype)
+    big = info.max
+    over = xp.isfinite(x) & (xp.abs(x) > big)
+    if not bool(xp.any(over)):
+        return
+    where, value = _first(over, x, xp)
+    raise ValueError(
+        f"{name} must fit in {info.dtype} (|x| <= {float(big):.4g}), but {name}[{where}] is "
+        f"{value:g}: {why}"
+    )
+
+
+def _first(mask: Any, x: Any, xp: Any) -> tuple[str, float]:
+    """The position (``"i, j"``) and value of the first entry of ``x`` where ``mask`` holds."""
+    flat = int(xp.argmax(xp.astype(xp.reshape(mask, (-1,)), xp.int8)))
+    value = float(xp.reshape(x, (-1,))[flat])
+    pos = []
+    for size in reversed(tuple(x.shape)):
+        pos.append(flat % size)
+        flat //= size
+    return ", ".join(map(str, reversed(pos))), value

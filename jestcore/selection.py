@@ -9,9 +9,9 @@ from typing import Any
 from jestcore import _validation as v
 from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
-from jestcore.random import _gumbel_row, _seed_key
+from jestcore.random import _GOLDEN, _MANTISSA_BITS, _mix, _seed_key, _srl
 
-__all__ = ["chunk_sizes", "independent_select", "joint_select", "sub_batch_size"]
+__all__ = ["chunk_sizes", "gumbel_rows", "independent_select", "joint_select", "sub_batch_size"]
 
 
 def chunk_sizes(n_select: int, n_chunks: int) -> tuple[int, ...]:
@@ -73,27 +73,57 @@ def sub_batch_size(
     return min(n, max(1, math.floor(round(n * (1 - f), 9) + 0.5)))
 
 
-def _noise_source(seed: Any, noise: Any, greedy: bool, n: int, xp: Any, device: Any) -> Callable:
-    """A function ``row -> noise row`` (or ``None`` when greedy) for the chosen randomness."""
-    if greedy:
-        return lambda row: None
-    if noise is not None:
-        return lambda row: noise[row, ...] if noise.ndim == 2 else noise
-    key = _seed_key(seed, xp, device)
-    return lambda row: _gumbel_row(key, row, n, xp, device)
+def gumbel_rows(
+    seed: Any, n_rows: int, n: int, /, *, xp: Any, device: Any = None, offset: Any = 0
+) -> Any:
+    """Rows ``0..n_rows-1``, columns ``offset..offset+n-1`` of the portable Gumbel stream.
 
+    Those entries of ``jestcore.gumbel_noise(seed, (n_rows, N), xp=xp)`` (the same random
+    integers bit for bit; the noise up to the last bit of ``log``), computed in one vectorised
+    pass whose size (and traced program) does not depend on ``n_rows``: this is
+    the noise that ``joint_select(..., seed=seed)`` adds, row ``k`` for chunk ``k``. ``offset``
+    may be a traced 0-d integer array, so each device of a mesh can draw its own shard's columns.
 
-def _members(positions: Any, idx: Any, xp: Any) -> Any:
-    """The boolean mask ``positions in idx``, in O(N log c) rather than an ``(c, N)`` comparison.
+    Args:
+        seed: A Python int in ``[0, 2**32)`` or a 0-d integer array (checked by the caller).
+        n_rows: The number of rows.
+        n: The number of columns, below ``2**31``.
+        xp: The array namespace.
+        device: The device to create the noise on.
+        offset: The first column (a Python int or a 0-d integer array).
 
-    Each position is looked up in the sorted ``idx`` with ``searchsorted``; a sentinel past the
-    end (``N``, which no position equals) keeps every lookup in range without data-dependent
-    shapes.
+    Returns:
+        A float32 array of shape ``(n_rows, n)``.
     """
-    n = positions.shape[0]
-    sentinel = xp.asarray([n], dtype=idx.dtype, device=device_of(idx))
-    keys = xp.concat((xp.sort(idx), sentinel))
-    return xp.take(keys, xp.searchsorted(keys, positions)) == positions
+    key = _seed_key(seed, xp, device)
+    rows = xp.arange(n_rows, dtype=xp.int32, device=device)
+    row_key = xp.reshape(_mix(key + (rows + 1) * _GOLDEN), (n_rows, 1))  # wraps as _wrap_int
+    start = offset if isinstance(offset, int) else xp.astype(offset, xp.int32)
+    col = xp.reshape(xp.arange(n, dtype=xp.int32, device=device) + start, (1, n))
+    bits = _mix(_mix(col ^ row_key) + row_key)
+    u = (xp.astype(_srl(bits, 32 - _MANTISSA_BITS), xp.float32) + 0.5) * (2.0**-_MANTISSA_BITS)
+    return -xp.log(-xp.log(u))
+
+
+def noise_rows(
+    seed: Any,
+    noise: Any,
+    greedy: bool,
+    n_rows: int,
+    n: int,
+    xp: Any,
+    device: Any,
+    offset: Any = 0,
+) -> Any:
+    """The ``(n_rows, n)`` Gumbel noise of the chosen randomness (``None`` when greedy).
+
+    Explicit ``noise`` is used as given (1-D noise is one row); a seed draws :func:`gumbel_rows`.
+    """
+    if greedy:
+        return None
+    if noise is not None:
+        return noise if noise.ndim == 2 else xp.reshape(noise, (1, n))
+    return gumbel_rows(seed, n_rows, n, xp=xp, device=device, offset=offset)
 
 
 def _check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
@@ -112,47 +142,80 @@ def _check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
 def blocked_select(
     logits: Any,
     sizes: tuple[int, ...],
-    noise_row: Callable[[int], Any],
+    noise: Any,
     update: Callable[[Any, Any], Any],
     xp: Any,
+    *,
+    pick: Callable[[Any, int], Any] | None = None,
+    offset: Any = 0,
 ) -> Any:
-    """The chunk loop shared by every joint selection.
+    """The chunk loop shared by every joint selection, run by the backend's ``chunk_loop``.
+
+    Chunk ``k`` adds noise row ``k`` to the conditional logits, ranks non-finite values (possible
+    only where values cannot be checked, e.g. under ``jax.jit``) after every finite candidate
+    and already selected items after everything, and picks the top ``sizes[k]``; then the
+    logits of the next chunk follow from ``update``. On NumPy and PyTorch this is a Python loop;
+    under ``jax.jit`` the JAX backend compiles it as ``lax.scan`` (one traced chunk, whatever
+    ``len(sizes)``).
 
     Args:
         logits: 1-D conditional logits of the first chunk (the diagonal of the score matrix).
         sizes: Chunk sizes.
-        noise_row: ``k -> Gumbel noise row of chunk k`` (``None`` for greedy selection).
+        noise: ``(len(sizes), n)`` Gumbel noise, row ``k`` for chunk ``k`` (``None``: greedy).
         update: ``(logits, chunk indices) -> logits`` after adding that chunk's contributions;
             not called after the last chunk.
         xp: The namespace.
+        pick: ``(perturbed logits, k) -> k indices`` in descending perturbed logit, ties to the
+            lower index (default: the backend's ``top_k``); e.g. a top-k across devices.
+        offset: The index that ``pick`` reports for entry 0 of ``logits`` (a device's first row
+            on a mesh; may be traced): indices outside ``[offset, offset + n)`` are others'.
 
     Returns:
         The selected indices, chunk by chunk, each chunk in descending perturbed logit.
     """
     backend = get_backend(xp)
+    pick = pick or backend.top_k
     n = logits.shape[0]
-    positions = None
-    selected = xp.zeros(n, dtype=xp.bool, device=device_of(logits))
     neg_inf = xp.asarray(-xp.inf, dtype=logits.dtype, device=device_of(logits))
-    # Non-finite candidates (possible only where values cannot be checked, e.g. under jit) rank
-    # after every finite candidate, and already selected items after everything.
     last_resort = xp.asarray(
         -xp.finfo(logits.dtype).max, dtype=logits.dtype, device=device_of(logits)
     )
-    chunks = []
-    for k, size in enumerate(sizes):
-        g = noise_row(k)
+
+    def choose(carry: tuple[Any, Any], g: Any, size: int) -> Any:
+        logits, selected = carry
         perturbed = logits if g is None else logits + xp.astype(g, logits.dtype)
         perturbed = xp.where(xp.isfinite(perturbed), perturbed, last_resort)
-        perturbed = xp.where(selected, neg_inf, perturbed)
-        idx = backend.top_k(perturbed, size)
-        chunks.append(idx)
-        if k + 1 < len(sizes):
-            if positions is None:
-                positions = xp.arange(n, dtype=idx.dtype, device=device_of(logits))
-            selected = selected | _members(positions, idx, xp)
-            logits = update(logits, idx)
-    return xp.concat(chunks) if len(chunks) > 1 else chunks[0]
+        return pick(xp.where(selected, neg_inf, perturbed), size)
+
+    positions = xp.arange(n, device=device_of(logits)) + offset
+
+    def advance(carry: tuple[Any, Any], idx: Any) -> tuple[Any, Any]:
+        logits, selected = carry
+        return update(logits, idx), selected | _members(positions, idx, xp)
+
+    # Built from logits so that it is typed like them (e.g. varying over a mesh axis under
+    # shard_map), as lax.scan requires of its carry.
+    selected = xp.zeros_like(logits, dtype=xp.bool)
+    return backend.chunk_loop(choose, advance, (logits, selected), sizes, noise)
+
+
+def _members(positions: Any, idx: Any, xp: Any) -> Any:
+    """The boolean mask ``positions in idx``, in O(N log c) rather than an ``(c, N)`` comparison.
+
+    Each position is looked up in the sorted ``idx`` with ``searchsorted``; a sentinel past the
+    end (the largest value of the index dtype, which no position equals) keeps every lookup in
+    range without data-dependent shapes; entries of ``idx`` outside ``positions`` (other
+    devices' rows) match nothing.
+
+    Not ``array_api_extra.isin``: at N = 163,840 and c = 2048 it took 222 ms on PyTorch
+    (``torch.isin``) and 319 ms under ``jax.jit`` (``jnp.isin`` compares all N x c pairs)
+    against 12.8 ms and 6.1 ms here (NumPy: 2.1 ms against 2.8 ms). Nor a scatter with
+    ``array_api_extra.at``: array-api-strict refuses integer-array assignment.
+    """
+    dtype = positions.dtype
+    sentinel = xp.asarray([xp.iinfo(dtype).max], dtype=dtype, device=device_of(idx))
+    keys = xp.concat((xp.sort(xp.astype(idx, dtype)), sentinel))
+    return xp.take(keys, xp.searchsorted(keys, positions)) == positions
 
 
 def joint_select(
@@ -182,7 +245,9 @@ def joint_select(
         n_chunks: How many chunks to draw them in (the paper uses 16), between 1 and
             ``n_select``; see :func:`chunk_sizes`.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
-        noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, row ``k`` for chunk ``k``.
+        noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, row ``k`` for chunk ``k``,
+            used as given: float64 noise makes the logits float64 (it is not rounded to the
+            scores' float32).
         greedy: Take the plain top-k of each chunk's logits (no noise).
 
     Returns:
@@ -201,6 +266,18 @@ def joint_select(
         >>> joint_select(S, 2, n_chunks=2, greedy=True).tolist()
         [0, 2]
     """
+    sizes = check_joint_select(scores, n_select, n_chunks, seed, noise, greedy)
+    return select_from_scores(scores, seed, noise, sizes=sizes, greedy=greedy)
+
+
+def check_joint_select(
+    scores: Any, n_select: Any, n_chunks: Any, seed: Any, noise: Any, greedy: Any
+) -> tuple[int, ...]:
+    """Every check of :func:`joint_select`'s arguments (values too, unless traced).
+
+    Returns:
+        The chunk sizes.
+    """
     xp = namespace_of(scores, noise, name="scores, noise")
     v.check_floating("scores", scores, xp, ndim=2)
     n = scores.shape[0]
@@ -215,9 +292,17 @@ def joint_select(
     _check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
+    return sizes
 
+
+def select_from_scores(
+    scores: Any, seed: Any, noise: Any, *, sizes: tuple[int, ...], greedy: bool
+) -> Any:
+    """The work of :func:`joint_select` on checked arguments (traceable; no value checks)."""
+    xp = namespace_of(scores, noise, name="scores, noise")
+    n = scores.shape[0]
     # Logits accumulate in float32 or wider: sums of float16 scores overflow at 65504.
-    dtype = xp.result_type(xp.float32, scores.dtype)
+    dtype = logit_dtype(xp, scores, noise)
     diag = xp.take(xp.reshape(scores, (-1,)), xp.arange(n, device=device_of(scores)) * (n + 1))
 
     def update(logits: Any, idx: Any) -> Any:
@@ -225,8 +310,13 @@ def joint_select(
         cols = xp.sum(xp.take(scores, idx, axis=1), axis=1, dtype=dtype)
         return logits + rows + cols
 
-    noise_row = _noise_source(seed, noise, greedy, n, xp, device_of(scores))
-    return blocked_select(xp.astype(diag, dtype), sizes, noise_row, update, xp)
+    g = noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(scores))
+    return blocked_select(xp.astype(diag, dtype), sizes, g, update, xp)
+
+
+def logit_dtype(xp: Any, *arrays: Any) -> Any:
+    """The dtype that logits accumulate in: float32, or wider if an input (noise too) is."""
+    return xp.result_type(xp.float32, *(a.dtype for a in arrays if a is not None))
 
 
 def independent_select(
@@ -249,7 +339,8 @@ def independent_select(
             float64 for float64 scores).
         n_select: How many examples to select, between 1 and N.
         seed: Seed of the portable generator; the noise equals row 0 of ``joint_select``'s.
-        noise: Explicit Gumbel noise of shape ``(N,)``.
+        noise: Explicit Gumbel noise of shape ``(N,)``, used as given (float64 noise is added
+            in float64, not rounded to the scores' float32).
         greedy: Take the plain top-k (no noise).
 
     Returns:
@@ -277,6 +368,6 @@ def independent_select(
     v.check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
-    noise_row = _noise_source(seed, noise, greedy, n, xp, device_of(scores))
-    logits = xp.astype(scores, xp.result_type(xp.float32, scores.dtype), copy=False)
-    return blocked_select(logits, (n_select,), noise_row, lambda lg, idx: lg, xp)
+    g = noise_rows(seed, noise, greedy, 1, n, xp, device_of(scores))
+    logits = xp.astype(scores, logit_dtype(xp, scores, noise), copy=False)
+    return blocked_select(logits, (n_select,), g, lambda lg, idx: lg, xp)

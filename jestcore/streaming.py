@@ -9,13 +9,14 @@ arithmetic and O(N * (d + block)) memory instead of O(N^2 * d) and O(N^2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jestcore import _validation as v
-from jestcore._namespace import namespace_of, same_device
+from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.scores import check_scale_bias
-from jestcore.selection import _noise_source, blocked_select, chunk_sizes
+from jestcore.selection import blocked_select, chunk_sizes, noise_rows
 
 __all__ = ["SCORES", "PairEmbeddings", "joint_select_embeddings"]
 
@@ -62,10 +63,9 @@ def _check_model(name: str, model: Any) -> PairEmbeddings:
     return PairEmbeddings(*model)
 
 
-def _models(learner: Any, reference: Any, score: str) -> list[tuple[str, PairEmbeddings, int]]:
+def _models(learner: Any, reference: Any, score: Any) -> list[tuple[str, PairEmbeddings, int]]:
     """The (name, embeddings, sign) of each model that ``score`` needs, validated."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    check_score(score)
     models = []
     for name, model, sign in zip(
         ("learner", "reference"), (learner, reference), SCORES[score], strict=True
@@ -76,6 +76,25 @@ def _models(learner: Any, reference: Any, score: str) -> list[tuple[str, PairEmb
             raise ValueError(f'score="{score}" needs {name} embeddings, got None')
         models.append((name, _check_model(name, model), sign))
     return models
+
+
+def check_score(score: Any) -> str:
+    """``score`` if it is one of :data:`SCORES`; else a ``TypeError`` or ``ValueError``."""
+    if not isinstance(score, str):
+        raise TypeError(f"score must be a str, one of {sorted(SCORES)}, got {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    return score
+
+
+def _unused_models(
+    learner: Any, reference: Any, score: str
+) -> list[tuple[str, PairEmbeddings, int]]:
+    """The models given although ``score`` does not use them, type-checked (sign 0)."""
+    given = zip(("learner", "reference"), (learner, reference), SCORES[score], strict=True)
+    return [
+        (name, _check_model(name, m), 0) for name, m, sign in given if sign == 0 and m is not None
+    ]
 
 
 def joint_select_embeddings(
@@ -104,17 +123,22 @@ def joint_select_embeddings(
         learner: The learner's :class:`PairEmbeddings` (may be ``None`` for
             ``score="easy_reference"``).
         reference: The reference model's :class:`PairEmbeddings` (may be ``None`` for
-            ``score="hard_learner"``); the same N as the learner, any embedding width.
+            ``score="hard_learner"``); the same N as the learner, any embedding width. A
+            model that ``score`` does not use may be ``None`` or given: if given, it is
+            checked like a used one (types, shapes, the same N; not its values) and ignored.
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
         score: ``"learnability"`` (learner loss - reference loss), ``"hard_learner"`` (learner
             loss) or ``"easy_reference"`` (- reference loss).
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
-        noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
+        noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, used as given: float64 noise
+            makes the logits float64 (it is not rounded to float32).
         greedy: Take the plain top-k of each chunk's logits (no noise).
         block_size: At most this many rows of a chunk are multiplied at once, bounding the
             temporaries to ``block_size x N``; by default about 2**25 elements. Each chunk is
-            split into nearly equal blocks.
+            split into nearly equal blocks. Under ``jax.jit`` the blocks (and the chunks) are
+            a ``lax.scan``, so the bound holds there too and the compile time does not grow
+            with ``N / block_size`` or ``n_chunks``.
 
     Returns:
         A 1-D integer array of ``n_select`` distinct indices, chunk by chunk, each chunk in
@@ -132,7 +156,38 @@ def joint_select_embeddings(
         >>> joint_select_embeddings(emb, None, 4, n_chunks=2, score="hard_learner", seed=0).shape
         (4,)
     """
-    xp, n, device, models = _check_embeddings(learner, reference, score, noise=noise)
+    sizes, block_size = check_select_embeddings(
+        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size
+    )
+    return select_embeddings(
+        learner,
+        reference,
+        seed,
+        noise,
+        score=score,
+        sizes=sizes,
+        greedy=greedy,
+        block_size=block_size,
+    )
+
+
+def check_select_embeddings(
+    learner: Any,
+    reference: Any,
+    n_select: Any,
+    n_chunks: Any,
+    score: Any,
+    seed: Any,
+    noise: Any,
+    greedy: Any,
+    block_size: Any,
+) -> tuple[tuple[int, ...], int]:
+    """Every check of :func:`joint_select_embeddings`'s arguments (values too, unless traced).
+
+    Returns:
+        ``(chunk sizes, block size)``.
+    """
+    xp, n, _, models = _check_embeddings(learner, reference, score, noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
@@ -140,24 +195,70 @@ def joint_select_embeddings(
     if block_size is None:
         block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
-    terms = _build_terms(models, xp)
+    backend = get_backend(xp)
+    for name, m, _ in models:
+        v.check_finite(f"{name}.image", m.image, xp, backend)
+        v.check_finite(f"{name}.text", m.text, xp, backend)
     if noise is not None:
-        v.check_finite("noise", noise, xp, get_backend(xp))
+        v.check_finite("noise", noise, xp, backend)
+    return sizes, block_size
+
+
+def select_embeddings(
+    learner: Any,
+    reference: Any,
+    seed: Any,
+    noise: Any,
+    *,
+    score: str,
+    sizes: tuple[int, ...],
+    greedy: bool,
+    block_size: int,
+) -> Any:
+    """The work of :func:`joint_select_embeddings` on checked arguments (traceable)."""
+    models = _models(learner, reference, score)
+    arrays = [getattr(m, f) for _, m, _ in models for f in ("image", "text")]
+    xp = namespace_of(*arrays, noise, name="embeddings, noise")
+    n = arrays[0].shape[0]
+    terms = make_terms(models, xp, noise)
+    return blocked_select(
+        diagonal(terms),
+        sizes,
+        noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(arrays[0])),
+        embeddings_update(terms, block_size, get_backend(xp)),
+        xp,
+    )
+
+
+def diagonal(terms: list[Any]) -> Any:
+    """The conditional logits of the first chunk: the sum of every model's signed diagonal."""
     logits = terms[0].diagonal()
     for t in terms[1:]:
         logits = logits + t.diagonal()
+    return logits
+
+
+def embeddings_update(terms: list[Any], block_size: int, backend: Any) -> Callable[[Any, Any], Any]:
+    """``(logits, idx) -> logits`` plus every term's off-diagonal sums, in row blocks.
+
+    Each of the four products (per model: the chunk's image rows against every text, and its
+    text rows against every image) runs over the rows ``idx`` in nearly equal blocks of at most
+    ``block_size`` (the backend's ``block_loop``: a scan under ``jax.jit``), one product after
+    the other, so that one ``block_size x N`` product (and its softplus) is live at a time,
+    under ``jax.jit`` too (XLA would otherwise hold all four products of a block at once).
+    """
 
     def update(logits: Any, idx: Any) -> Any:
-        c = idx.shape[0]
-        step = -(-c // -(-c // block_size))  # equal blocks of at most block_size rows
-        for start in range(0, c, step):
-            block = idx[start : min(start + step, c)]
-            for t in terms:
-                logits = logits + t.off_diagonal_sums(block)
+        for t in terms:
+            for side in (0, 1):
+
+                def add(acc: Any, block: Any, t: Any = t, side: int = side) -> Any:
+                    return acc + t.half_sums(block, side)
+
+                logits = backend.block_loop(add, logits, idx, block_size)
         return logits
 
-    noise_row = _noise_source(seed, noise, greedy, n, xp, device)
-    return blocked_select(logits, sizes, noise_row, update, xp)
+    return update
 
 
 def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> int:
@@ -199,10 +300,11 @@ def _check_embeddings(
         ``(xp, N, device, [(name, embeddings, sign), ...])``.
     """
     models = _models(learner, reference, score)
-    arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("image", "text")}
+    checked = models + _unused_models(learner, reference, score)
+    arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in checked for f in ("image", "text")}
     xp = namespace_of(*arrays.values(), *others.values(), name=", ".join([*arrays, *others]))
-    n = check_model_shapes(models, xp)
-    scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("scale", "bias")}
+    n = check_model_shapes(checked, xp)
+    scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in checked for f in ("scale", "bias")}
     return xp, n, same_device({**arrays, **scalars, **others}), models
 
 
@@ -215,8 +317,19 @@ def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list
     for name, m, _ in models:
         v.check_finite(f"{name}.image", m.image, xp, backend)
         v.check_finite(f"{name}.text", m.text, xp, backend)
-    dtype = xp.result_type(xp.float32, *(a.dtype for _, m, _ in models for a in m[:2]))
-    return [_Terms(m, sign, dtype, xp, backend) for _, m, sign in models]
+    return make_terms(models, xp)
+
+
+def make_terms(
+    models: list[tuple[str, PairEmbeddings, int]], xp: Any, *others: Any
+) -> list[_Terms]:
+    """Each model's signed terms, in float32, or float64 when an input (``others`` too) is."""
+    dtype = xp.result_type(
+        xp.float32,
+        *(a.dtype for _, m, _ in models for a in m[:2]),
+        *(a.dtype for a in others if a is not None),
+    )
+    return [_Terms(m, sign, dtype, xp, get_backend(xp)) for _, m, sign in models]
 
 
 class _Terms:
@@ -226,8 +339,6 @@ class _Terms:
         self.xp, self.backend, self.sign = xp, backend, sign
         self.image = xp.astype(m.image, dtype, copy=False)
         self.text = xp.astype(m.text, dtype, copy=False)
-        self.image_t = xp.matrix_transpose(self.image)
-        self.text_t = xp.matrix_transpose(self.text)
         self.scale, self.bias = (
             a if isinstance(a, int | float) else xp.astype(a, dtype) for a in (m.scale, m.bias)
         )
@@ -243,7 +354,24 @@ class _Terms:
 
         Only candidates m outside ``idx`` use it, so every pair is off-diagonal.
         """
-        xp, sp = self.xp, self.backend.sum_softplus
-        rows = sp(xp.take(self.image, idx, axis=0) @ self.text_t, self.scale, self.bias)
-        cols = sp(xp.take(self.text, idx, axis=0) @ self.image_t, self.scale, self.bias)
-        return self.sign * (rows + cols)
+        return self.half_sums(idx, 0) + self.half_sums(idx, 1)
+
+    def half_sums(self, idx: Any, side: int) -> Any:
+        """One half of :meth:`off_diagonal_sums` (signed).
+
+        Side 0 is ``sum_j l(image_j, text_m)``, side 1 ``sum_j l(image_m, text_j)``.
+
+        The transpose is taken here, next to the product, so that under ``jax.jit`` XLA folds
+        it into the matrix product instead of keeping a transposed copy of the embeddings.
+        """
+        return self.sign * self.products(self.rows(idx, side), side)
+
+    def rows(self, idx: Any, side: int) -> Any:
+        """Rows ``idx`` of the image (side 0) or text (side 1) embeddings."""
+        return self.xp.take(self.image if side == 0 else self.text, idx, axis=0)
+
+    def products(self, rows: Any, side: int) -> Any:
+        """Column sums of ``softplus(scale * rows @ other.T + bias)``, unsigned."""
+        other = self.text if side == 0 else self.image
+        product = rows @ self.xp.matrix_transpose(other)
+        return self.backend.sum_softplus(product, self.scale, self.bias)

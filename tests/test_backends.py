@@ -45,7 +45,8 @@ def test_backend_modules_conform(name):
     generic = get_backend_module("generic")
     module = get_backend_module(name)
     assert set(module.__all__) == set(generic.__all__), name
-    assert public_names(module) == set(generic.__all__), name
+    # Nothing public beyond the shared names (numpy and torch reuse generic's loops).
+    assert public_names(module) <= set(generic.__all__), name
     for fn in generic.__all__:
         ours, theirs = getattr(module, fn), getattr(generic, fn)
         assert inspect.signature(ours) == inspect.signature(theirs), (name, fn)

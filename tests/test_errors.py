@@ -211,10 +211,12 @@ def test_joint_select_embeddings_bad_input(learner, reference, kwargs, error, ma
         joint_select_embeddings(learner, reference, n_select, **args)
 
 
-def test_unused_model_is_not_validated():
-    # hard_learner ignores the reference entirely, even a malformed one
-    got = joint_select_embeddings(emb(), "unused", 3, n_chunks=1, score="hard_learner", seed=0)
+def test_unused_model_is_validated_if_given():
+    # hard_learner does not use the reference: None is fine, a malformed one is refused
+    got = joint_select_embeddings(emb(), None, 3, n_chunks=1, score="hard_learner", seed=0)
     assert got.shape == (3,)
+    with pytest.raises(TypeError, match="reference must be a PairEmbeddings"):
+        joint_select_embeddings(emb(), "unused", 3, n_chunks=1, score="hard_learner", seed=0)
 
 
 # ------------------------------------------------------------------------------- scores

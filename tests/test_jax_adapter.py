@@ -24,7 +24,7 @@ import jestcore
 from jestcore import PairEmbeddings, fold_in, gumbel_noise
 
 SCORES = ["learnability", "hard_learner", "easy_reference"]
-STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size", "unroll")
+STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size")
 SELECT = jax.jit(jj.joint_select_embeddings, static_argnames=STATIC)
 SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "greedy"))
 
@@ -71,15 +71,20 @@ def assert_same_embeddings_selection(got, expected, models, score, n_select, n_c
 # ----------------------------------------------------------------------------- noise
 
 
-def test_gumbel_rows_are_the_portable_stream_bit_for_bit():
+def test_gumbel_rows_are_the_portable_stream():
+    # Computed floats from calls of different shapes (a vectorised pass vs row by row, 70 vs
+    # 30 columns): compared to a few float32 ulp of 1, absolutely (near g = 0, -log(-log(u))
+    # cancels); NumPy's log may also differ from XLA's in the last bit.
     for seed in (0, 12345, 2**32 - 1):
         full = np.asarray(jestcore.gumbel_noise(seed, (5, 70), xp=jnp))
-        np.testing.assert_array_equal(np.asarray(jj.gumbel_rows(seed, 5, 70)), full)
+        close = dict(rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(jj.gumbel_rows(seed, 5, 70)), full, **close)
         shifted = jax.jit(jj.gumbel_rows, static_argnums=(1, 2))(jnp.uint32(seed), 5, 30, offset=40)
-        np.testing.assert_array_equal(np.asarray(shifted), full[:, 40:])
-        # NumPy's log may differ from XLA's in the last bit; near g = 0, -log(-log(u)) cancels,
-        # so compare absolutely: a few float32 ulp of 1
-        np.testing.assert_allclose(full, gumbel_noise(seed, (5, 70), xp=np), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(shifted), full[:, 40:], **close)
+        np.testing.assert_allclose(full, gumbel_noise(seed, (5, 70), xp=np), **close)
+        # the same noise on NumPy, vectorised by the spec (what joint_select(seed=...) adds)
+        rows = jestcore.selection.gumbel_rows(seed, 5, 30, xp=np, offset=40)
+        np.testing.assert_allclose(rows, gumbel_noise(seed, (5, 70), xp=np)[:, 40:], **close)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -130,14 +135,26 @@ def test_scan_selection_selects_what_the_numpy_spec_selects(problem, seed):
     assert_same_embeddings_selection(got, expected, models, score, n_select, n_chunks, used)
 
 
-def test_eager_calls_and_a_fully_unrolled_scan_select_the_same():
+def test_eager_jitted_and_spec_calls_select_the_same_and_unroll_is_deprecated():
     models = float32_models(5, 40)
+    jax_models = tuple(map(on_jax, models))
     expected = jestcore.joint_select_embeddings(*models, 15, n_chunks=4, seed=3)
-    eager = jj.joint_select_embeddings(*map(on_jax, models), 15, n_chunks=4, seed=3)
-    unrolled = SELECT(*map(on_jax, models), 15, n_chunks=4, seed=3, unroll=True)
+    eager = jj.joint_select_embeddings(*jax_models, 15, n_chunks=4, seed=3)
     noise = gumbel_noise(3, (4, 40), xp=np)
     assert_same_embeddings_selection(eager, expected, models, "learnability", 15, 4, noise)
-    np.testing.assert_array_equal(unrolled, eager)
+    # The adapter is an alias of the spec: the spec itself, eager or under jit, agrees exactly.
+    spec_jit = jax.jit(jestcore.joint_select_embeddings, static_argnames=STATIC)
+    np.testing.assert_array_equal(spec_jit(*jax_models, 15, n_chunks=4, seed=3), eager)
+    np.testing.assert_array_equal(
+        jestcore.joint_select_embeddings(*jax_models, 15, n_chunks=4, seed=3), eager
+    )
+    np.testing.assert_array_equal(SELECT(*jax_models, 15, n_chunks=4, seed=3), eager)
+    for select in (jj.joint_select_embeddings, SELECT):
+        with pytest.warns(DeprecationWarning, match="unroll is deprecated and ignored"):
+            unrolled = select(*jax_models, 15, n_chunks=4, seed=3, unroll=True)
+        np.testing.assert_array_equal(unrolled, eager)
+    with pytest.warns(DeprecationWarning, match="unroll"):
+        jj.JESTSelector(batch_size=2, unroll=True)
 
 
 @settings(max_examples=10)
@@ -317,7 +334,7 @@ def test_selector_configuration_is_checked():
         jj.JESTSelector(batch_size=4, score="loss")
     with pytest.raises(ValueError, match="scope must be one of"):
         jj.JESTSelector(batch_size=4, scope="everywhere")
-    with pytest.raises(ValueError, match="the sub-batch size must be between 1 and N = 4"):
+    with pytest.raises(ValueError, match="batch_size must be between 1 and N = 4"):
         jj.JESTSelector(batch_size=5).n_select(4)
     with pytest.raises(TypeError, match="state must be a SelectionState"):
         jj.JESTSelector(batch_size=2).select((0, 0), *map(on_jax, float32_models(0, 4)))
@@ -385,3 +402,60 @@ def test_docstring_examples_run(name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{name} has no docstring example"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+# ----------------------------------------------------------------------------- one rule, one spec
+
+FILTER_GRID = [(n, f) for n in (1, 2, 5, 9, 10, 16, 37) for f in (0.0, 0.5, 0.75, 0.8, 0.9)]
+
+
+@pytest.mark.parametrize(("n", "f"), FILTER_GRID)
+def test_selector_sub_batch_sizes_are_the_spec_rule(n, f):
+    selector = jj.JESTSelector(filter_ratio=f, n_chunks=1)
+    assert selector.n_select(n) == jestcore.sub_batch_size(n, filter_ratio=f)
+
+
+@pytest.mark.parametrize(("n", "f"), [(10, 0.75), (9, 0.8), (16, 0.5), (37, 0.9), (20, 0.0)])
+def test_selector_selects_what_the_spec_selects(n, f):
+    # 10 * (1 - 0.75) = 2.5 rounds up to 3 (round() of Python would give 2)
+    models = float32_models(n, n)
+    b = jestcore.sub_batch_size(n, filter_ratio=f)
+    n_chunks = min(2, b)
+    selector = jj.JESTSelector(filter_ratio=f, n_chunks=n_chunks)
+    state = selector.init(7)
+    for step in range(2):
+        idx, state = jax.jit(selector.select)(state, *map(on_jax, models))
+        seed = fold_in(7, step)
+        expected = jestcore.joint_select_embeddings(*models, b, n_chunks=n_chunks, seed=seed)
+        noise = gumbel_noise(seed, (n_chunks, n), xp=np)
+        assert idx.shape == (b,)
+        assert_same_embeddings_selection(idx, expected, models, "learnability", b, n_chunks, noise)
+
+
+def test_float64_numpy_beyond_float32_range_is_refused_saying_why():
+    learner, reference = float32_models(0, 8)
+    big = learner.image.astype(np.float64)
+    big[2, 3] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(
+        ValueError,
+        match=r"learner.image must fit in float32 .* learner.image\[2, 3\] is 1e\+39: JAX conv",
+    ):
+        jj.joint_select_embeddings(learner._replace(image=big), reference, 4, n_chunks=2, seed=0)
+    scores = np.zeros((4, 4))
+    scores[1, 0] = -1e39
+    with pytest.raises(ValueError, match=r"scores\[1, 0\] is -1e\+39"):
+        jj.joint_select(scores, 2, n_chunks=1, seed=0)
+    # within float32's range, float64 NumPy input is accepted (and rounded to float32)
+    ok = learner._replace(image=learner.image.astype(np.float64))
+    got = jj.joint_select_embeddings(ok, reference, 4, n_chunks=2, seed=0)
+    np.testing.assert_array_equal(
+        got, jj.joint_select_embeddings(learner, reference, 4, n_chunks=2, seed=0)
+    )
+
+
+def test_selector_score_that_is_not_a_string_is_a_type_error():
+    with pytest.raises(TypeError, match="score must be a str"):
+        jj.JESTSelector(batch_size=2, score=["learnability"])
+    learner, reference = map(on_jax, float32_models(0, 8))
+    with pytest.raises(TypeError, match="score must be a str"):
+        jj.joint_select_embeddings(learner, reference, 2, score=["learnability"], seed=0)

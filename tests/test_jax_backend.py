@@ -15,6 +15,7 @@ import pytest
 from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from jestcore.adapters import jax as jj
 from jestcore.backends import get_backend, get_backend_module
 
 import jestcore
@@ -286,3 +287,119 @@ def test_non_finite_candidates_rank_after_every_finite_one_under_jit():
     seeded = np.asarray(fn(jnp.asarray(scores), 8, seed=jnp.uint32(9)))
     assert sorted(seeded[:4].tolist()) == [0, 2, 5, 7]
     assert seeded[4:].tolist() == [1, 3, 4, 6]
+
+
+# ----------------------------------------------------------------------------- compiled loops
+
+
+def _equations(jaxpr) -> int:
+    """Equations of a jaxpr, counting those of every sub-jaxpr (scan bodies, inner jits...)."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += 1
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    count += _equations(inner)
+    return count
+
+
+def _random_models(n: int) -> tuple[PairEmbeddings, PairEmbeddings]:
+    rng = np.random.default_rng(n)
+    x = jnp.asarray(rng.standard_normal((4, n, 4)), dtype=jnp.float32)
+    return PairEmbeddings(x[0], x[1], 1.0, 0.0), PairEmbeddings(x[2], x[3], 5.0, -1.0)
+
+
+@pytest.mark.parametrize(
+    "select",
+    [jestcore.joint_select_embeddings, jj.joint_select_embeddings],
+    ids=["spec", "adapter"],
+)
+def test_the_compiled_program_does_not_grow_with_chunks_or_blocks(select):
+    # Deterministic stand-in for compile time: the traced program (scan bodies included) of
+    # the same selection with 2..32 chunks and blocks of 1 row up to the whole chunk stays
+    # within one or two traced chunk bodies. An unrolled loop grows with n_chunks and with
+    # rows / block_size (block_size=1 at N = 256, 2 chunks: 64 copies of a block).
+    counts = {}
+    for n in (64, 256):
+        learner, reference = _random_models(n)
+        for n_chunks in (2, 8, 32):
+            for block_size in (1, 5, None):
+
+                def fn(learner, reference, seed, n=n, n_chunks=n_chunks, block_size=block_size):
+                    return select(
+                        learner, reference, n // 2, n_chunks=n_chunks, seed=seed,
+                        block_size=block_size,
+                    )  # fmt: skip
+
+                jaxpr = jax.make_jaxpr(fn)(learner, reference, jnp.uint32(0))
+                counts[n, n_chunks, block_size] = _equations(jaxpr.jaxpr)
+    assert max(counts.values()) <= 1.5 * min(counts.values()), counts
+
+
+def test_chunk_loop_under_jit_matches_the_plain_loop():
+    generic = get_backend_module("generic")
+    x = np.random.default_rng(0).standard_normal(37).astype(np.float32)
+    noise = np.random.default_rng(1).standard_normal((5, 37)).astype(np.float32)
+    sizes = (3, 3, 2, 2, 1)  # two runs of equal sizes, then the last chunk
+
+    def run(module, x, noise):
+        xp = array_api_compat.array_namespace(x)
+        positions = xp.arange(x.shape[0])
+
+        def choose(carry, g, size):
+            return module.top_k(carry if g is None else carry + g, size)
+
+        def advance(carry, idx):  # drop the picks; shift the rest by their (integer) sum
+            hit = xp.any(positions[:, None] == idx[None, :], axis=1)
+            return xp.where(hit, carry - 1e3, carry + xp.astype(xp.sum(idx) % 3, carry.dtype))
+
+        return module.chunk_loop(choose, advance, x, sizes, noise)
+
+    expected = run(generic, x, noise)
+    assert len(set(expected.tolist())) == sum(sizes)
+    eager = run(jb, jnp.asarray(x), jnp.asarray(noise))
+    jitted = jax.jit(lambda x, g: run(jb, x, g))(jnp.asarray(x), jnp.asarray(noise))
+    np.testing.assert_array_equal(np.asarray(eager), expected)
+    np.testing.assert_array_equal(np.asarray(jitted), expected)
+    greedy = jax.jit(lambda x: run(jb, x, None))(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(greedy), run(generic, x, None))
+
+
+@pytest.mark.parametrize("c", [1, 2, 7, 10, 12])
+@pytest.mark.parametrize("block_size", [1, 3, 4, 20])
+def test_block_loop_visits_nearly_equal_blocks_in_order_on_jax_and_generic(c, block_size):
+    idx = np.arange(10, 10 + c)
+    seen = []
+    get_backend_module("generic").block_loop(
+        lambda acc, b: seen.append(b.tolist()) or acc, 0, idx, block_size
+    )
+    assert [i for b in seen for i in b] == idx.tolist()
+    lengths = [len(b) for b in seen]
+    assert max(lengths) <= block_size
+    assert len(seen) == -(-c // block_size)  # as few blocks as the bound allows
+    assert set(lengths[:-1]) <= {lengths[0]} and lengths[-1] <= lengths[0]
+
+    def digest(acc, b):  # integer and order-dependent: a bitwise contract
+        return acc * 2 + b[0] * 16 + b.shape[0]
+
+    expected = 0
+    for b in seen:
+        expected = expected * 2 + b[0] * 16 + len(b)
+    got = jax.jit(lambda i: jb.block_loop(digest, jnp.int32(0), i, block_size))(jnp.asarray(idx))
+    assert int(got) == expected
+
+
+def test_joint_select_on_a_matrix_traces_one_chunk_whatever_n_chunks():
+    scores = jnp.asarray(np.random.default_rng(0).standard_normal((64, 64)), dtype=jnp.float32)
+    counts = {}
+    for n_chunks in (2, 8, 32):
+        for select in (jestcore.joint_select, jj.joint_select):
+
+            def fn(s, seed, n_chunks=n_chunks, select=select):
+                return select(s, 32, n_chunks=n_chunks, seed=seed)
+
+            jaxpr = jax.make_jaxpr(fn)(scores, jnp.uint32(0))
+            counts[select.__module__, n_chunks] = _equations(jaxpr.jaxpr)
+    assert max(counts.values()) <= 1.5 * min(counts.values()), counts

@@ -1,24 +1,17 @@
 """Sharded selection on 8 simulated CPU devices, in a subprocess (the suite keeps one device).
 
-The checks below run in one child process started with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``; each reports ``ok`` or its traceback,
-and each becomes one pytest test here.
+The checks below run in one child process with 8 CPU devices (``tests/xla_devices.py``, the
+one launcher); each reports ``ok`` or its traceback, and each becomes one pytest test here.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-import traceback
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+import xla_devices
 from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from jestcore.adapters import jax as jj
@@ -172,6 +165,30 @@ def check_global_with_x64_selects_in_float64():
         )
 
 
+def check_sharded_selector_uses_the_spec_filter_ratio_rule():
+    mesh = mesh_1d()
+    for n, f in ((80, 0.8), (160, 0.75), (64, 0.5)):  # sub-batches of 16, 40 and 32
+        b = jestcore.sub_batch_size(n, filter_ratio=f)
+        learner, reference = models(n, n)
+        args = [sharded(m, mesh) for m in (learner, reference)]
+        for scope in ("global", "local"):
+            selector = jj.JESTSelector(filter_ratio=f, n_chunks=2, mesh=mesh, scope=scope)
+            assert selector.n_select(n) == b
+            idx, _ = jax.jit(selector.select)(selector.init(5), *args)
+            assert idx.shape == (b,)
+            if scope == "global":
+                seed = fold_in(5, 0)
+                expected = jestcore.joint_select_embeddings(
+                    learner, reference, b, n_chunks=2, seed=seed
+                )
+                assert_near(idx, expected, learner, reference, "learnability", b, 2, seed)
+            else:
+                per = n // DEVICES
+                got = np.asarray(idx).reshape(DEVICES, b // DEVICES)
+                for i in range(DEVICES):
+                    assert set(got[i].tolist()) <= set(range(i * per, (i + 1) * per))
+
+
 def check_local_selects_per_shard_with_folded_seeds():
     mesh = mesh_1d()
     learner, reference = models(7, 96)  # 12 per device
@@ -287,18 +304,7 @@ def check_uneven_splits_and_bad_meshes_are_refused():
         raise AssertionError("N = 60 over 8 devices was accepted")
 
 
-CHECKS = sorted(name for name in dir() if name.startswith("check_"))
-
-
-def run_checks(out: Path) -> None:
-    results = {}
-    for name in CHECKS:
-        try:
-            globals()[name]()
-            results[name] = "ok"
-        except Exception:  # each check reports its own failure
-            results[name] = traceback.format_exc()
-    out.write_text(json.dumps(results))
+CHECKS = xla_devices.check_names(globals())
 
 
 # ----------------------------------------------------------------------------- tests (parent)
@@ -307,20 +313,7 @@ def run_checks(out: Path) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharding") / "results.json"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", __file__, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"the 8-device child failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(out.read_text())
+    return xla_devices.run_checks(__file__, DEVICES, out)
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -329,4 +322,4 @@ def test_on_eight_simulated_devices(results, name):
 
 
 if __name__ == "__main__":
-    run_checks(Path(sys.argv[1]))
+    xla_devices.child_main(globals())

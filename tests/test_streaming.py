@@ -342,3 +342,54 @@ def test_no_n_by_n_allocation(namespace):
     # even a boolean mask of N * N bytes.
     n = 4096
     assert streaming_peak(n, 8) < n * n / 4, n * n
+
+
+# ----------------------------------------------------------------------------- argument errors
+
+
+def test_a_score_that_is_not_a_string_is_a_type_error_naming_score():
+    learner, reference = make_models(0, 8, 4, 4, (10.0, -5.0, 10.0, -5.0))
+    for bad in (["learnability"], {"learnability"}, 1, None):
+        with pytest.raises(TypeError, match=r"score must be a str, one of \['easy_reference'"):
+            joint_select_embeddings(learner, reference, 2, n_chunks=1, score=bad, seed=0)
+    with pytest.raises(ValueError, match="score must be one of"):
+        joint_select_embeddings(learner, reference, 2, n_chunks=1, score="learnabilty", seed=0)
+
+
+def test_a_model_the_score_does_not_use_is_checked_if_given():
+    learner, reference = make_models(1, 8, 4, 4, (10.0, -5.0, 10.0, -5.0))
+    call = dict(n_chunks=1, seed=0)
+    # None, or a valid model, is accepted and ignored
+    expected = joint_select_embeddings(None, reference, 3, score="easy_reference", **call)
+    got = joint_select_embeddings(learner, reference, 3, score="easy_reference", **call)
+    np.testing.assert_array_equal(got, expected)
+    got = joint_select_embeddings(
+        learner, PairEmbeddings(*learner), 3, score="hard_learner", **call
+    )
+    np.testing.assert_array_equal(
+        got, joint_select_embeddings(learner, None, 3, score="hard_learner", **call)
+    )
+    with pytest.raises(TypeError, match="learner must be a PairEmbeddings"):
+        joint_select_embeddings("garbage", reference, 3, score="easy_reference", **call)
+    with pytest.raises(TypeError, match="reference must be a PairEmbeddings"):
+        joint_select_embeddings(learner, 42, 3, score="hard_learner", **call)
+    short = PairEmbeddings(learner.image[:5], learner.text[:5], 1.0, 0.0)
+    with pytest.raises(ValueError, match="the same N examples"):
+        joint_select_embeddings(short, reference, 3, score="easy_reference", **call)
+    ints = PairEmbeddings(np.ones((8, 4), dtype=np.int64), learner.text, 1.0, 0.0)
+    with pytest.raises(TypeError, match=r"learner\.image must have a real floating dtype"):
+        joint_select_embeddings(ints, reference, 3, score="easy_reference", **call)
+
+
+def test_float64_noise_is_used_as_given_with_float32_embeddings():
+    # Two candidates whose float32 logits tie; noise that differs by 1e-12 (lost in float32)
+    # decides between them when used as given.
+    e = np.zeros((2, 1), dtype=np.float32)
+    model = PairEmbeddings(e, e, 1.0, 0.0)
+    noise = np.array([[0.0, 1e-12]])
+    got = joint_select_embeddings(model, None, 1, n_chunks=1, score="hard_learner", noise=noise)
+    assert got.tolist() == [1]
+    got = joint_select(np.zeros((2, 2), dtype=np.float32), 1, n_chunks=1, noise=noise)
+    assert got.tolist() == [1]
+    got = jestcore.independent_select(np.zeros(2, dtype=np.float32), 1, noise=noise[0])
+    assert got.tolist() == [1]

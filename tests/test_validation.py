@@ -10,14 +10,8 @@ checked: a non-finite candidate ranks after every finite one (checked against a 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,6 +20,7 @@ import numpy as np
 import oracle
 import pytest
 import torch
+import xla_devices
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jestcore.adapters import jax as jj
@@ -1202,23 +1197,21 @@ def check_spec_refuses_arrays_committed_to_two_devices():
 
 
 def check_adapter_refuses_arrays_committed_to_two_devices():
-    # the JAX adapter's compiled functions name their arguments in JAX's own device check
+    # the JAX adapter's selections are aliases of the spec's: the spec's own device check
     d0, d1 = _two_devices()
     s0 = jax.device_put(S.astype(np.float32), d0)
     on1 = lambda x: jax.device_put(np.asarray(x), d1)  # noqa: E731
-    incompatible = "Received incompatible devices for jitted computation"
+    msg = f"is on device {d1} but"
     _raises(
         ValueError,
         lambda: jj.joint_select(s0, 4, n_chunks=2, noise=on1(np.zeros((2, N), np.float32))),
-        incompatible,
-        "argument scores",
-        "argument noise",
+        "noise " + msg,
+        "scores is on",
     )
     _raises(
         ValueError,
         lambda: jj.joint_select(s0, 4, n_chunks=2, seed=on1(np.uint32(3))),
-        incompatible,
-        "argument seed",
+        "seed " + msg,
     )
     learner = PairEmbeddings(
         jax.device_put(E[0].astype(np.float32), d0), on1(E[1].astype(np.float32)), 1.0, 0.0
@@ -1228,9 +1221,8 @@ def check_adapter_refuses_arrays_committed_to_two_devices():
         lambda: jj.joint_select_embeddings(
             learner, None, 2, n_chunks=1, score="hard_learner", seed=0
         ),
-        incompatible,
-        "learner.image",
-        "learner.text",
+        "learner.text " + msg,
+        "learner.image is on",
     )
     reference = PairEmbeddings(on1(E[2].astype(np.float32)), on1(E[3].astype(np.float32)), 1.0, 0.0)
     learner0 = learner._replace(text=jax.device_put(E[1].astype(np.float32), d0))
@@ -1239,10 +1231,10 @@ def check_adapter_refuses_arrays_committed_to_two_devices():
         lambda: jj.JESTSelector(batch_size=2, n_chunks=1).select(
             jj.init_state(0), learner0, reference
         ),
-        incompatible,
-        "learner.image",
-        "reference.image",
+        "reference.image " + msg,
+        "learner.image is on",
     )
+    incompatible = "Received incompatible devices for jitted computation"
     mesh = jax.make_mesh((2,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
     _raises(
         ValueError,
@@ -1305,26 +1297,13 @@ def check_sharded_selection_under_jit_ranks_non_finite_candidates_last():
     assert sorted(got[6:]) == list(range(6, 12)) and got[11] == 8, got
 
 
-CHECKS = sorted(name for name in dir() if name.startswith("check_"))
+CHECKS = xla_devices.check_names(globals())
 
 
 @pytest.fixture(scope="module")
 def two_device_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("devices") / "results.json"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", __file__, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"the two-device child failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(out.read_text())
+    return xla_devices.run_checks(__file__, 2, out)
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -1333,11 +1312,4 @@ def test_on_two_simulated_devices(two_device_results, name):
 
 
 if __name__ == "__main__":
-    results = {}
-    for name in CHECKS:
-        try:
-            globals()[name]()
-            results[name] = "ok"
-        except Exception:  # each check reports its own failure
-            results[name] = traceback.format_exc()
-    Path(sys.argv[1]).write_text(json.dumps(results))
+    xla_devices.child_main(globals())

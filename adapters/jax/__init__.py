@@ -1,7 +1,8 @@
 """JAX integration: JEST inside a jitted train step, on one device or sharded over a mesh.
 
-* :func:`joint_select_embeddings` and :func:`joint_select`: the spec's selections with the chunk
-  loop as ``lax.scan`` (one compilation per shape, fast to compile).
+* :func:`joint_select_embeddings` and :func:`joint_select`: aliases of the spec's selections
+  (its checks eagerly, then the spec itself under ``jax.jit``, whose chunk and block loops the
+  JAX backend runs as ``lax.scan``: one compilation per shape, fast to compile).
 * :class:`JESTSelector` and :class:`SelectionState`: static configuration plus a pytree state
   ``(seed, step)`` that checkpoints with the rest of the training state.
 * :func:`gather`: the selected examples of a pytree batch.

@@ -15,7 +15,9 @@ Two scopes, as in the paper's distributed setting and the PyTorch adapter:
   shards are gathered in index order), then all-reduce the chosen ``c`` rows of embeddings so
   that each device can update its own logits (``4 * (c x d) @ (d x N/D)`` products).
   Communication per chunk: an all-gather of ``D * c`` candidates and an all-reduce of ``c``
-  rows per embedding matrix; the arithmetic is divided by ``D``.
+  rows per embedding matrix; the arithmetic is divided by ``D``. The chunk and block loops are
+  the spec's (:func:`jestcore.selection.blocked_select`, with this top-k across devices as its
+  ``pick`` and the shard's first row as its ``offset``), not a copy.
 
 Indices are always global (positions in the super-batch). :func:`gather_sharded` turns them
 into the selected sub-batch, sharded along the same axis: locally for ``scope="local"``, and for
@@ -39,20 +41,23 @@ from jax.sharding import Mesh, PartitionSpec
 from jestcore.adapters.jax.selection import (
     _backend,
     as_seed,
-    blocked_update,
     check_embeddings,
     check_jax,
-    chunk_loop,
-    embedding_terms,
-    gumbel_rows,
     joint_select_embeddings,
+    warn_unroll,
 )
 from jestcore.adapters.jax.trees import leading_size
 
 from jestcore import _validation as v
 from jestcore.random import fold_in
-from jestcore.selection import chunk_sizes
-from jestcore.streaming import BLOCK_ELEMENTS, PairEmbeddings
+from jestcore.selection import blocked_select, chunk_sizes, gumbel_rows
+from jestcore.streaming import (
+    SELECT_BLOCK_ELEMENTS,
+    PairEmbeddings,
+    diagonal,
+    embeddings_update,
+    make_terms,
+)
 
 __all__ = ["SCOPES", "gather_sharded", "select_sharded"]
 
@@ -112,12 +117,10 @@ class _ShardTerms:
         rows = jnp.take(x, jnp.clip(local, 0, self.n_local - 1), axis=0)
         return lax.psum(jnp.where(own[:, None], rows, jnp.zeros((), dtype=x.dtype)), self.axis)
 
-    def off_diagonal_sums(self, idx: Any) -> Any:
-        """As ``_Terms.off_diagonal_sums``, for this shard's candidates m."""
-        t, sp = self.t, _backend.sum_softplus
-        rows = sp(self._rows(t.image, idx) @ t.text_t, t.scale, t.bias)
-        cols = sp(self._rows(t.text, idx) @ t.image_t, t.scale, t.bias)
-        return t.sign * (rows + cols)
+    def half_sums(self, idx: Any, side: int) -> Any:
+        """As ``_Terms.half_sums``, for this shard's candidates m (the rows gathered first)."""
+        t = self.t
+        return t.sign * t.products(self._rows(t.image if side == 0 else t.text, idx), side)
 
 
 def select_sharded(
@@ -134,12 +137,12 @@ def select_sharded(
     seed: Any = None,
     greedy: bool = False,
     block_size: int | None = None,
-    unroll: int | bool = 1,
+    unroll: Any = None,
 ) -> Any:
     """Joint selection from embeddings sharded along mesh axis ``axis``.
 
     Works eagerly and inside ``jax.jit`` (mark ``n_select``, ``n_chunks``, ``score``,
-    ``greedy``, ``block_size``, ``unroll``, ``mesh``, ``axis`` and ``scope`` static).
+    ``greedy``, ``block_size``, ``mesh``, ``axis`` and ``scope`` static).
 
     Args:
         learner: The learner's :class:`~jestcore.PairEmbeddings`, rows sharded along ``axis``
@@ -158,7 +161,7 @@ def select_sharded(
         greedy: Take the plain top-k of each chunk's logits (no noise).
         block_size: Rows of a chunk multiplied at once (default: as the unsharded selection
             over N, so that ``"global"`` performs the same arithmetic).
-        unroll: Passed to ``lax.scan``.
+        unroll: Deprecated and ignored (a ``DeprecationWarning`` when given).
 
     Returns:
         ``n_select`` global indices into the super-batch. ``"global"``: replicated, chunk by
@@ -171,6 +174,7 @@ def select_sharded(
         ValueError: If a shape or value is out of range or does not divide evenly over the
             devices, or there is not exactly one source of randomness.
     """
+    warn_unroll(unroll)
     devices = _check_mesh(mesh, axis, scope)
     _, arrays, n = check_embeddings(learner, reference, score)
     _divisible("N (the super-batch size)", n, devices, axis)
@@ -183,7 +187,7 @@ def select_sharded(
     sizes = chunk_sizes(n_select if scope == "global" else select_local, n_chunks)
     v.check_randomness(seed, None, greedy, (len(sizes), n), jnp)
     if block_size is None:
-        block_size = max(1, BLOCK_ELEMENTS // n)
+        block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
     for name, a in arrays.items():
         v.check_finite(name, a, jnp, _backend)
@@ -200,13 +204,11 @@ def select_sharded(
         sizes=sizes,
         greedy=greedy,
         block_size=block_size,
-        unroll=unroll,
     )
 
 
 @functools.partial(
-    jax.jit,
-    static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size", "unroll"),
+    jax.jit, static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size")
 )
 def _select_sharded(
     learner: Any,
@@ -220,7 +222,6 @@ def _select_sharded(
     sizes: tuple[int, ...],
     greedy: bool,
     block_size: int,
-    unroll: Any,
 ) -> Any:
     """The compiled part of :func:`select_sharded` (inlined when called under an outer jit)."""
     n_local = check_embeddings(learner, reference, score)[2] // mesh.shape[axis]
@@ -237,17 +238,13 @@ def _select_sharded(
             seed=None if greedy else fold_in(seed, i),
             greedy=greedy,
             block_size=block_size,
-            unroll=unroll,
         )
         return idx + (i * n_local).astype(idx.dtype)
 
     def global_(learner: Any, reference: Any, seed: Any) -> Any:
         offset = lax.axis_index(axis) * n_local
-        models, arrays, _ = check_embeddings(learner, reference, score)
-        terms = [_ShardTerms(t, axis, offset, n_local) for t in embedding_terms(models, arrays)]
-        logits = terms[0].diagonal()
-        for t in terms[1:]:
-            logits = logits + t.diagonal()
+        models = check_embeddings(learner, reference, score)[0]
+        terms = [_ShardTerms(t, axis, offset, n_local) for t in make_terms(models, jnp)]
 
         def pick(perturbed: Any, size: int) -> Any:
             top = _backend.top_k(perturbed, min(size, n_local))
@@ -255,10 +252,9 @@ def _select_sharded(
             where = lax.all_gather(top + offset.astype(top.dtype), axis, tiled=True)
             return where[_backend.top_k(values, size)]
 
-        noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, offset=offset)
-        return chunk_loop(
-            logits, sizes, noise, pick, blocked_update(terms, block_size), offset, unroll=unroll
-        )
+        noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, xp=jnp, offset=offset)
+        update = embeddings_update(terms, block_size, _backend)
+        return blocked_select(diagonal(terms), sizes, noise, update, jnp, pick=pick, offset=offset)
 
     if scope == "local":
         mapped = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(axis))

@@ -15,13 +15,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jestcore.adapters.jax.selection import check_embeddings, joint_select_embeddings
+from jestcore.adapters.jax.selection import check_embeddings, joint_select_embeddings, warn_unroll
 from jestcore.adapters.jax.sharding import SCOPES, _check_mesh, gather_sharded, select_sharded
 from jestcore.adapters.jax.trees import gather, leading_size
 
 from jestcore import _validation as v
-from jestcore.random import _check_seed, fold_in
-from jestcore.streaming import SCORES, PairEmbeddings
+from jestcore.random import fold_in
+from jestcore.selection import sub_batch_size
+from jestcore.streaming import PairEmbeddings, check_score
 
 __all__ = ["JESTSelector", "SelectionState", "init_state"]
 
@@ -56,7 +57,7 @@ def init_state(seed: Any, /) -> SelectionState:
         ``SelectionState(seed, step=0)`` with dtypes uint32 and int32 (also with 64-bit types
         enabled, so checkpoints do not depend on that flag).
     """
-    _check_seed(seed)
+    v.check_seed(seed)
     return SelectionState(
         jnp.asarray(seed).astype(jnp.uint32) if not isinstance(seed, int) else jnp.uint32(seed),
         jnp.zeros((), dtype=jnp.int32),
@@ -69,7 +70,8 @@ class JESTSelector:
 
     Frozen and hashable, so it can be closed over or passed as a static argument of
     ``jax.jit``. Give exactly one of ``batch_size`` (the sub-batch size b) and
-    ``filter_ratio`` (f: the sub-batch is ``round(N * (1 - f))`` of a super-batch of N).
+    ``filter_ratio`` (f: the sub-batch is :func:`jestcore.sub_batch_size` of a super-batch of
+    N, ``round(N * (1 - f))`` with halves rounded up, at least one: the rule every adapter uses).
 
     Attributes:
         batch_size: How many examples to select per step.
@@ -81,8 +83,10 @@ class JESTSelector:
         axis: The mesh axis that the batch is split along.
         scope: ``"global"`` (exact selection over the whole super-batch) or ``"local"``
             (per-device selection); see :mod:`jestcore.adapters.jax.sharding`.
-        block_size: Rows of a chunk multiplied at once (default: about 2**24 elements).
-        unroll: Passed to ``lax.scan`` over the chunks.
+        block_size: Rows of a chunk multiplied at once (default: about 2**25 elements, as
+            :func:`jestcore.joint_select_embeddings`).
+        unroll: Deprecated and ignored (a ``DeprecationWarning`` when given); the chunk loop
+            is the spec's, a ``lax.scan`` under ``jax.jit``.
 
     Example:
         >>> import jax
@@ -105,7 +109,7 @@ class JESTSelector:
     axis: str = "batch"
     scope: str = "global"
     block_size: int | None = None
-    unroll: int | bool = 1
+    unroll: int | bool | None = None
 
     def __post_init__(self) -> None:
         """Checks the configuration (raises ``TypeError`` / ``ValueError`` naming the field)."""
@@ -117,14 +121,10 @@ class JESTSelector:
         if self.batch_size is not None:
             v.check_int("batch_size", self.batch_size, low=1)
         if self.filter_ratio is not None:
-            f = self.filter_ratio
-            if isinstance(f, bool) or not isinstance(f, int | float):
-                raise TypeError(f"filter_ratio must be a float in [0, 1), got {f!r}")
-            if not 0 <= f < 1:
-                raise ValueError(f"filter_ratio must be in [0, 1), got {f}")
+            v.check_ratio("filter_ratio", self.filter_ratio)
+        warn_unroll(self.unroll)
         v.check_int("n_chunks", self.n_chunks, low=1)
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {sorted(SCORES)}, got {self.score!r}")
+        check_score(self.score)
         if self.mesh is not None:
             _check_mesh(self.mesh, self.axis, self.scope)
         elif self.scope not in SCOPES:
@@ -135,8 +135,7 @@ class JESTSelector:
     def n_select(self, n: int, /) -> int:
         """How many examples to select from a super-batch of ``n``."""
         n = v.check_int("N (the super-batch size)", n, low=1)
-        b = self.batch_size if self.batch_size is not None else round(n * (1 - self.filter_ratio))
-        return v.check_int("the sub-batch size", max(b, 1), low=1, high=n, high_doc=f"N = {n}")
+        return sub_batch_size(n, filter_ratio=self.filter_ratio, batch_size=self.batch_size)
 
     def init(self, seed: Any, /) -> SelectionState:
         """The selection state of a new run (see :func:`init_state`).
@@ -176,7 +175,6 @@ class JESTSelector:
             score=self.score,
             seed=state.step_seed(),
             block_size=self.block_size,
-            unroll=self.unroll,
         )
         if self.mesh is None:
             idx = joint_select_embeddings(learner, reference, self.n_select(n), **options)

@@ -49,6 +49,8 @@ import torch.distributed as dist
 from jestcore.adapters.torch.trees import batch_size_of, leaves, map_batch
 from jestcore.backends.torch import is_lazy
 
+from jestcore._validation import check_int
+
 __all__ = [
     "EXCHANGES",
     "agree",
@@ -322,11 +324,10 @@ def exchange_selected(
     """
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
-    _check_tensor_leaves(batch)
+    check_tensor_leaves(batch)
     _, world = rank_and_world(group)
     n = batch_size_of(batch)
-    if isinstance(n_local, bool) or not isinstance(n_local, int):
-        raise TypeError(f"n_local must be an int, got {type(n_local).__name__} {n_local!r}")
+    n_local = check_int("n_local", n_local, low=0)
     if n_local != n:
         raise ValueError(f"n_local must be the batch's number of examples {n}, got {n_local}")
     if n_local < 1:
@@ -359,7 +360,8 @@ def exchange_selected(
     return exchange_unchecked(batch, g, n_local, exchange, group)
 
 
-def _check_tensor_leaves(batch: Any) -> None:
+def check_tensor_leaves(batch: Any) -> None:
+    """Refuses a batch with a leaf that is not a tensor (strings cannot be exchanged)."""
     for path, leaf in leaves(batch):
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(

@@ -23,6 +23,7 @@ from jestcore.adapters.torch import (
     precompute_reference_embeddings,
     score_forward,
     select_batch,
+    take_batch,
 )
 
 import jestcore
@@ -462,6 +463,28 @@ def test_exchange_selected_on_one_process_takes_the_rows():
     got = exchange_selected(batch, torch.tensor([5, 0, 3]), 6, exchange="exact")
     assert got["x"].tolist() == [[10.0, 11.0], [0.0, 1.0], [6.0, 7.0]]
     assert got["m"].tolist() == [False, True, False]
+
+
+TAKE = [
+    ("index too large", lambda: take_batch({"x": torch.zeros(N)}, torch.tensor([0, N])),
+     ValueError, "indices", r"positions in \[0, 10\) \(the batch's 10 examples\), but "
+     r"indices\[1\] is 10"),
+    ("negative index", lambda: take_batch(torch.zeros(N), torch.tensor([3, -1])), ValueError,
+     "indices", r"indices\[1\] is -1"),
+    ("float indices", lambda: take_batch(torch.zeros(N), torch.tensor([1.0])), TypeError,
+     "indices", "integer tensor, got dtype torch.float32"),
+    ("list indices", lambda: take_batch(torch.zeros(N), [1]), TypeError, "indices",
+     "integer tensor, got list"),
+    ("2-D indices", lambda: take_batch(torch.zeros(N), torch.zeros(1, 1, dtype=torch.int64)),
+     ValueError, "indices", r"1-D, got shape \(1, 1\)"),
+    ("strings past the end", lambda: take_batch(["a"] * 3, torch.tensor([3])), ValueError,
+     "indices", r"\[0, 3\)"),
+]  # fmt: skip
+
+
+@cases(TAKE)
+def test_take_batch_refuses(call, error, argument, expected):
+    check(call, error, argument, expected)
 
 
 # ----------------------------------------------------------------------------- torch.compile

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 import torch
 from jestcore.adapters.torch import distributed as dist_
-from jestcore.adapters.torch.trees import batch_size_of, leaves, take_batch
+from jestcore.adapters.torch.trees import batch_size_of, leaves, take_rows
 from jestcore.backends import get_backend
 from jestcore.backends.torch import is_lazy
 
@@ -494,7 +494,7 @@ def select_batch(
         if scope == "local" and world > 1 and seed is not None:
             randomness["seed"] = jestcore.fold_in(seed, rank)
         idx, per_example = _select(plan, plan.models, score, block_size, **randomness)
-        return SelectedBatch(take_batch(batch, idx), idx, _stats(per_example, idx))
+        return SelectedBatch(take_rows(batch, idx), idx, _stats(per_example, idx))
     values, error = None, None
     try:
         plan = _plan(batch, learner, reference, scores, world=world, is_global=True, **options)

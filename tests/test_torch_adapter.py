@@ -316,6 +316,9 @@ def test_score_forward_in_micro_batches_equals_one_pass():
     torch.testing.assert_close(cheap.text, whole.text, rtol=RTOL, atol=RTOL)
     with pytest.raises(ValueError, match="score_batch_size"):
         score_forward(model, batch, score_batch_size=0)
+    # NumPy integers are ints
+    numpy_sized = score_forward(model, batch, score_batch_size=np.int64(5))
+    torch.testing.assert_close(numpy_sized.image, parts.image, rtol=0, atol=0)
 
 
 def test_select_batch_on_the_meta_device():

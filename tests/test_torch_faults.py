@@ -413,14 +413,7 @@ def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
     import torch.distributed as dist
     from jestcore.adapters.torch import select_batch
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=30),
-    )
+    ranks.init_gloo(init_file, rank, world, timeout_s=30)
     out: dict[str, np.ndarray] = {}
     for name, run in _scenarios(rank).items():
         try:

@@ -24,7 +24,6 @@ import os
 import random
 import signal
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +130,7 @@ def _train(mode: str, folder: str, rank: int, world: int) -> None:
     checkpoints.mkdir(exist_ok=True)
     torch.set_num_threads(1)
     if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group(
-            "gloo",
-            init_method=f"file://{out_dir / f'rendezvous-{mode}'}",
-            rank=rank,
-            world_size=world,
-            timeout=timedelta(seconds=60),
-        )
+        ranks.init_gloo(out_dir / f"rendezvous-{mode}", rank, world, timeout_s=60)
     reference = DualEncoder(seed=1).eval()  # frozen (e.g. trained on curated data)
     scopes = ("local", "global") if world > 1 else ("local",)
     record: dict[str, np.ndarray] = {}
@@ -172,8 +163,8 @@ def _train(mode: str, folder: str, rank: int, world: int) -> None:
     if world > 1:
         # No rank tears gloo down while a peer still has work in flight (that aborts the peer
         # with "terminate called without an active exception").
-        dist.barrier()
-        dist.destroy_process_group()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def launch(mode: str, world: int, folder: Path) -> list[tuple[int, str]]:

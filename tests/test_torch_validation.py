@@ -312,13 +312,13 @@ def model(x):
 
 SCORE_FORWARD = [
     ("score_batch_size 0", lambda: score_forward(model, torch.ones(3, 2), score_batch_size=0),
-     ValueError, "score_batch_size", "a positive int or None, got 0"),
+     ValueError, "score_batch_size", ">= 1, got 0"),
     ("score_batch_size float", lambda: score_forward(model, torch.ones(3, 2),
                                                      score_batch_size=1.5),
-     ValueError, "score_batch_size", "got 1.5"),
+     TypeError, "score_batch_size", "an int, got float 1.5"),
     ("score_batch_size bool", lambda: score_forward(model, torch.ones(3, 2),
                                                     score_batch_size=True),
-     ValueError, "score_batch_size", "got True"),
+     TypeError, "score_batch_size", "an int, got True"),
     ("forward not callable", lambda: score_forward(model, torch.ones(3, 2), forward="flexi"),
      TypeError, "forward", "a callable .*got str"),
     ("model not callable", lambda: score_forward(3, torch.ones(3, 2)), TypeError, "model",

@@ -11,7 +11,8 @@ this measures, in one process, side by side:
   ``jestcore.joint_select_embeddings`` alone, on the same inputs and seed;
 * ``step_us`` and ``spec_us``: microseconds of the selector step and of the spec's selection
   alone (best of ``--repeats``, interleaved), and ``overhead_us``, their difference: what the
-  adapter adds (checks, taking the sub-batch, statistics).
+  adapter adds (checks, taking the sub-batch, statistics); ``*_cpu_us`` the same in CPU time
+  of this process (all threads), which moves less with the load of a shared machine.
 
 Timings are noisy on a shared machine; the sync counts are exact. Run
 ``python bench/torch_overhead.py`` (a minute on 2 cores) or ``--quick``; prints a table and
@@ -96,16 +97,18 @@ def measure(b: int, f: float, d: int, tensors: bool, repeats: int) -> dict[str, 
             fn()
         counts[name] = counter.count
     agree = bool(torch.equal(step(), spec()))
-    best = {"step": float("inf"), "spec": float("inf")}
+    best = {k: float("inf") for k in ("step", "spec", "step_cpu", "spec_cpu")}
     for _ in range(repeats):  # interleaved, so both see the same load
         for name, fn in (("step", step), ("spec", spec)):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
+            best[f"{name}_cpu"] = min(best[f"{name}_cpu"], time.process_time() - start_cpu)
+    us = {f"{k}_us": t * 1e6 for k, t in best.items()}
     return {
         "b": b, "N": n, "d": d, "f": f, "scale": "tensor" if tensors else "float", **counts,
-        "step_us": best["step"] * 1e6, "spec_us": best["spec"] * 1e6,
-        "overhead_us": (best["step"] - best["spec"]) * 1e6, "agree": agree,
+        **us, "overhead_us": us["step_us"] - us["spec_us"],
+        "overhead_cpu_us": us["step_cpu_us"] - us["spec_cpu_us"], "agree": agree,
     }  # fmt: skip
 
 
@@ -114,15 +117,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file to write")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per size")
+    parser.add_argument("--sizes", default="64,4096", help="sub-batch sizes b, comma-separated")
     args = parser.parse_args()
-    sizes = [(16, 5)] if args.quick else [(64, 50), (4096, 3)]
+    repeats = {64: 50, 4096: 3}
+    b_values = [16] if args.quick else [int(b) for b in args.sizes.split(",")]
+    sizes = [(b, repeats.get(b, 5)) for b in b_values]
     rows = [
         measure(b, 0.8, 64, tensors, args.repeats or r)
         for b, r in sizes
         for tensors in (False, True)
     ]
     print(c.table(rows, ["b", "N", "d", "scale", "syncs", "spec_syncs", "step_us", "spec_us",
-                         "overhead_us", "agree"]))  # fmt: skip
+                         "overhead_us", "step_cpu_us", "spec_cpu_us", "overhead_cpu_us",
+                         "agree"]))  # fmt: skip
     default = Path("/tmp" if args.quick else c.RESULTS) / "torch_overhead.json"
     out = args.out or default
     c.write_json(out, {"environment": c.environment(), "results": rows})

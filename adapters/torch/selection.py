@@ -424,6 +424,9 @@ def select_batch(
     the ranks disagree on anything that decides the selection (sizes, options, seed, scale and
     bias, the batch's layout), every rank raises a ``ValueError`` naming what differs. Only
     then do the collectives run, so a bad input on one rank never leaves the others waiting.
+    (The spec then checks the gathered outputs again, as it checks every input it receives:
+    a global step reads each tensor's finiteness twice, once per rank before the exchange and
+    once after.)
 
     Args:
         batch: The super-batch: a tensor whose first dimension indexes the N examples, or any

@@ -32,6 +32,21 @@ def selection_problems(draw):
     return n, n_select, n_chunks, seed, dtype
 
 
+def assert_same_joint(got, expected, n_chunks, seed, scores, magnitude, rtol):
+    """PyTorch's joint selection is NumPy's, up to genuine near-ties of the float64 logits."""
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
+    n, n_select = scores.shape[0], expected.shape[0]
+    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
+    assert_same_selection(
+        got.numpy(),
+        expected,
+        sizes=jestcore.chunk_sizes(n_select, n_chunks),
+        n=n,
+        perturbed=joint_perturbed(scores, noise, magnitude),
+        rtol=rtol,
+    )
+
+
 @given(selection_problems(), st.integers(0, 2**16))
 def test_matrix_path_matches_numpy(problem, data_seed):
     n, n_select, n_chunks, seed, dtype = problem
@@ -41,16 +56,7 @@ def test_matrix_path_matches_numpy(problem, data_seed):
         scores = np.round(scores)  # exact ties: the order rule must agree exactly
     expected = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, seed=seed)
     got = jestcore.joint_select(torch.from_numpy(scores), n_select, n_chunks=n_chunks, seed=seed)
-    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
-    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got.numpy(),
-        expected,
-        sizes=jestcore.chunk_sizes(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(scores, noise),
-        rtol=RTOL[dtype],
-    )
+    assert_same_joint(got, expected, n_chunks, seed, scores, None, RTOL[dtype])
 
 
 @given(
@@ -74,18 +80,8 @@ def test_embedding_path_matches_numpy(problem, d, score, data_seed):
     kwargs = {"n_chunks": n_chunks, "score": score, "seed": seed}
     expected = jestcore.joint_select_embeddings(*pairs(np.asarray), n_select, **kwargs)
     got = jestcore.joint_select_embeddings(*pairs(torch.from_numpy), n_select, **kwargs)
-    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
-    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got.numpy(),
-        expected,
-        sizes=jestcore.chunk_sizes(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(
-            oracle.dense_scores(*models, score), noise, embedding_magnitude(*models, score)
-        ),
-        rtol=RTOL[dtype],
-    )
+    dense, magnitude = oracle.dense_scores(*models, score), embedding_magnitude(*models, score)
+    assert_same_joint(got, expected, n_chunks, seed, dense, magnitude, RTOL[dtype])
 
 
 @given(st.integers(1, 300), st.integers(0, 2**32 - 1), st.data())

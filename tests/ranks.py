@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,22 @@ def launch_ok(script: str | Path, args: list[str], world: int) -> list[str]:
     for r, (code, log) in enumerate(done):
         assert code == 0, f"rank {r} exited {code}:\n{log}"
     return [log for _, log in done]
+
+
+def init_gloo(init_file: str | Path, rank: int, world: int, *, timeout_s: float) -> None:
+    """Joins a gloo process group through ``init_file``; every collective times out after
+    ``timeout_s`` seconds (one thread per rank, as the ranks share the machine's cores)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_s),
+    )
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ selected; the test recomputes the expected selections in one process over the wh
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +52,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     from jestcore.adapters.torch import JESTSelector, select_batch
     from jestcore.adapters.torch.distributed import all_gather_rows
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
+    ranks.init_gloo(init_file, rank, world, timeout_s=60)
     batch, (learner, reference), losses = super_batch(world)
     mine = shard(batch, rank)
     ml, mr = shard(learner, rank), shard(reference, rank)

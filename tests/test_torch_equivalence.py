@@ -1,7 +1,12 @@
-"""Same seed, same selection: PyTorch against NumPy on the matrix and embedding paths.
+"""Same seed, same selection: PyTorch against NumPy, and the PyTorch adapter against the spec.
 
-Inputs are drawn with NumPy and converted; a difference is tolerated only where the two picks'
-perturbed logits, recomputed in float64, form a genuine floating near-tie (``helpers``).
+Spec on PyTorch against NumPy: inputs are drawn with NumPy and converted; a difference is
+tolerated only where the two picks' perturbed logits, recomputed in float64, form a genuine
+floating near-tie (``helpers``).
+
+The adapter (:func:`~jestcore.adapters.torch.select_batch`, :class:`JESTSelector`) against the
+spec on the same tensors and seeds: the adapter only converts and calls the spec, so the indices
+are equal exactly, and the sub-batch sizes are :func:`jestcore.sub_batch_size`'s.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch
 from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
 from hypothesis import given
 from hypothesis import strategies as st
+from jestcore.adapters.torch import JESTSelector, select_batch
 
 import jestcore
 
@@ -26,6 +32,21 @@ def selection_problems(draw):
     return n, n_select, n_chunks, seed, dtype
 
 
+def assert_same_joint(got, expected, n_chunks, seed, scores, magnitude, rtol):
+    """PyTorch's joint selection is NumPy's, up to genuine near-ties of the float64 logits."""
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
+    n, n_select = scores.shape[0], expected.shape[0]
+    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
+    assert_same_selection(
+        got.numpy(),
+        expected,
+        sizes=jestcore.chunk_sizes(n_select, n_chunks),
+        n=n,
+        perturbed=joint_perturbed(scores, noise, magnitude),
+        rtol=rtol,
+    )
+
+
 @given(selection_problems(), st.integers(0, 2**16))
 def test_matrix_path_matches_numpy(problem, data_seed):
     n, n_select, n_chunks, seed, dtype = problem
@@ -35,16 +56,7 @@ def test_matrix_path_matches_numpy(problem, data_seed):
         scores = np.round(scores)  # exact ties: the order rule must agree exactly
     expected = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, seed=seed)
     got = jestcore.joint_select(torch.from_numpy(scores), n_select, n_chunks=n_chunks, seed=seed)
-    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
-    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got.numpy(),
-        expected,
-        sizes=jestcore.chunk_sizes(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(scores, noise),
-        rtol=RTOL[dtype],
-    )
+    assert_same_joint(got, expected, n_chunks, seed, scores, None, RTOL[dtype])
 
 
 @given(
@@ -68,18 +80,8 @@ def test_embedding_path_matches_numpy(problem, d, score, data_seed):
     kwargs = {"n_chunks": n_chunks, "score": score, "seed": seed}
     expected = jestcore.joint_select_embeddings(*pairs(np.asarray), n_select, **kwargs)
     got = jestcore.joint_select_embeddings(*pairs(torch.from_numpy), n_select, **kwargs)
-    assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
-    noise = jestcore.gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got.numpy(),
-        expected,
-        sizes=jestcore.chunk_sizes(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(
-            oracle.dense_scores(*models, score), noise, embedding_magnitude(*models, score)
-        ),
-        rtol=RTOL[dtype],
-    )
+    dense, magnitude = oracle.dense_scores(*models, score), embedding_magnitude(*models, score)
+    assert_same_joint(got, expected, n_chunks, seed, dense, magnitude, RTOL[dtype])
 
 
 @given(st.integers(1, 300), st.integers(0, 2**32 - 1), st.data())
@@ -99,3 +101,83 @@ def test_independent_path_matches_numpy(n, seed, data):
     assert_same_selection(
         got.numpy(), expected, sizes=[n_select], n=n, perturbed=perturbed, rtol=RTOL["float32"]
     )
+
+
+# ----------------------------------------------------------------- the adapter against the spec
+
+#: (N, f) pairs; several where rounding half up and flooring differ (e.g. 9 at 0.8 keeps 2).
+GRID = [(n, f) for n in (1, 2, 3, 5, 9, 10, 13, 33, 64, 101) for f in (0.0, 0.5, 0.75, 0.8, 0.9)]
+
+
+def test_adapter_sub_batch_sizes_are_the_spec_rule():
+    assert any(
+        jestcore.sub_batch_size(n, filter_ratio=f) != int(n * (1 - f) + 1e-9) for n, f in GRID
+    )
+    gen = torch.Generator().manual_seed(0)
+    for n, f in GRID:
+        expected = jestcore.sub_batch_size(n, filter_ratio=f)
+        got = select_batch(torch.arange(n), scores=torch.zeros(n), filter_ratio=f, seed=0)
+        assert got.indices.shape == (expected,), (n, f)
+        pair = jestcore.PairEmbeddings(torch.randn(n, 3, generator=gen), torch.randn(n, 3), 2.0, 0)
+        selector = JESTSelector(filter_ratio=f, n_chunks=16, score="hard_learner", seed=1)
+        assert selector(torch.arange(n), pair).indices.shape == (expected,), (n, f)
+
+
+def _models(n: int, seed: int) -> list[jestcore.PairEmbeddings]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        jestcore.PairEmbeddings(
+            torch.randn(n, 4, generator=gen), torch.randn(n, 4, generator=gen), 5.0, -2.0
+        )
+        for _ in range(2)
+    ]
+
+
+@given(
+    st.integers(1, 40),
+    st.floats(0.0, 0.95),
+    st.integers(1, 20),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["learnability", "hard_learner", "easy_reference"]),
+)
+def test_adapter_indices_are_the_spec_selection(n, f, n_chunks, seed, score):
+    learner, reference = _models(n, seed % 1000)
+    k = jestcore.sub_batch_size(n, filter_ratio=f)
+    chunks = min(n_chunks, k)
+    kw = {"filter_ratio": f, "n_chunks": n_chunks, "score": score, "seed": seed}
+    batch = torch.arange(n)
+    # joint selection from embeddings
+    got = select_batch(batch, learner, reference, **kw)
+    expected = jestcore.joint_select_embeddings(
+        learner, reference, k, n_chunks=chunks, score=score, seed=seed
+    )
+    assert got.indices.tolist() == expected.tolist()
+    assert got.batch.tolist() == expected.tolist()
+    # joint selection from a score matrix
+    scores = jestcore.sigmoid_loss_matrix(
+        learner.image, learner.text, scale=learner.scale, bias=learner.bias
+    )
+    got = select_batch(batch, scores=scores, **kw)
+    assert (
+        got.indices.tolist()
+        == jestcore.joint_select(scores, k, n_chunks=chunks, seed=seed).tolist()
+    )
+    # independent selection: per-example scores, and per-example losses
+    losses = [torch.diagonal(scores), torch.diagonal(scores).flip(0)]
+    got = select_batch(batch, scores=losses[0], **kw)
+    assert got.indices.tolist() == jestcore.independent_select(losses[0], k, seed=seed).tolist()
+    per_example = {
+        "learnability": jestcore.learnability(*losses),
+        "hard_learner": jestcore.hard_learner(losses[0]),
+        "easy_reference": jestcore.easy_reference(losses[1]),
+    }[score]
+    got = select_batch(batch, *losses, **kw)
+    assert got.indices.tolist() == jestcore.independent_select(per_example, k, seed=seed).tolist()
+    # the selector: step t draws with fold_in(seed, t)
+    selector = JESTSelector(filter_ratio=f, n_chunks=n_chunks, score=score, seed=seed)
+    for t in range(2):
+        got = selector(batch, learner, reference)
+        expected = jestcore.joint_select_embeddings(
+            learner, reference, k, n_chunks=chunks, score=score, seed=jestcore.fold_in(seed, t)
+        )
+        assert got.indices.tolist() == expected.tolist()

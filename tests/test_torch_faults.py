@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ranks
 import torch
 from jestcore.adapters.torch import (
     CacheError,
@@ -457,18 +458,11 @@ def _scenarios(rank: int):
     }
 
 
-def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _rank(init_file: str, out_dir: str, rank: int, world: int) -> None:
     import torch.distributed as dist
     from jestcore.adapters.torch import select_batch
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=30),
-    )
+    ranks.init_gloo(init_file, rank, world, timeout_s=30)
     out: dict[str, np.ndarray] = {}
     for name, run in _scenarios(rank).items():
         try:
@@ -506,32 +500,12 @@ def _rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def launch_ranks(tmp_path: Path, world: int = 2) -> tuple[list[int], list[dict[str, np.ndarray]]]:
-    init_file = tmp_path / "rendezvous"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE), "rank", str(r), str(world), str(init_file), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(world)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=PROCESS_TIMEOUT_S)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    done = ranks.launch(HERE, ["rank", tmp_path / "rendezvous", tmp_path], world)
     results = []
-    for r, log in enumerate(logs):
-        out = tmp_path / f"rank{r}.npz"
-        assert out.exists(), f"rank {r} wrote no results:\n{log}"
-        with np.load(out, allow_pickle=False) as z:
-            results.append({k: z[k] for k in z.files})
-    return [p.returncode for p in procs], results
+    for r, (_, log) in enumerate(done):
+        assert (tmp_path / f"rank{r}.npz").exists(), f"rank {r} wrote no results:\n{log}"
+        results.append(ranks.load_npz(tmp_path / f"rank{r}.npz"))
+    return [code for code, _ in done], results
 
 
 def test_a_failing_or_disagreeing_rank_fails_every_rank(tmp_path):
@@ -544,7 +518,7 @@ def test_a_failing_or_disagreeing_rank_fails_every_rank(tmp_path):
         ),
         "integer losses on rank 0": (
             'TypeError: scope="global": rank 0 of 2 refused its inputs, so every rank stops: '
-            "TypeError: learner must have a floating dtype, got torch.int64"
+            "TypeError: learner must have a real floating dtype, got torch.int64"
         ),
         "both ranks fail": (
             'ValueError: scope="global": rank 0 of 2 refused its inputs, so every rank stops: '
@@ -587,4 +561,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "writer":
         _writer(*sys.argv[2:5])
     elif sys.argv[1] == "rank":
-        _rank(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        _rank(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))

@@ -23,13 +23,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ranks
 import torch
 
 import jestcore
@@ -125,21 +124,13 @@ def save_atomically(state, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _train(mode: str, rank: int, world: int, folder: str) -> None:
+def _train(mode: str, folder: str, rank: int, world: int) -> None:
     out_dir = Path(folder)
     checkpoints = out_dir / ("crash" if mode == "resume" else mode)  # resume the killed run
     checkpoints.mkdir(exist_ok=True)
     torch.set_num_threads(1)
     if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group(
-            "gloo",
-            init_method=f"file://{out_dir / f'rendezvous-{mode}'}",
-            rank=rank,
-            world_size=world,
-            timeout=timedelta(seconds=60),
-        )
+        ranks.init_gloo(out_dir / f"rendezvous-{mode}", rank, world, timeout_s=60)
     reference = DualEncoder(seed=1).eval()  # frozen (e.g. trained on curated data)
     scopes = ("local", "global") if world > 1 else ("local",)
     record: dict[str, np.ndarray] = {}
@@ -172,54 +163,29 @@ def _train(mode: str, rank: int, world: int, folder: str) -> None:
     if world > 1:
         # No rank tears gloo down while a peer still has work in flight (that aborts the peer
         # with "terminate called without an active exception").
-        dist.barrier()
-        dist.destroy_process_group()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
-def launch(mode: str, world: int, folder: Path) -> list[subprocess.Popen]:
-    return [
-        subprocess.Popen(
-            [sys.executable, str(HERE), mode, str(r), str(world), str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for r in range(world)
-    ]
-
-
-def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
-    done = []
-    try:
-        for p in procs:
-            done.append((p.communicate(timeout=PROCESS_TIMEOUT_S)[0], p.returncode))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [(code, log) for log, code in done]
+def launch(mode: str, world: int, folder: Path) -> list[tuple[int, str]]:
+    """Runs ``mode`` on every rank (:func:`ranks.launch`); returns ``(exit code, output)``."""
+    return ranks.launch(HERE, [mode, folder], world, timeout=PROCESS_TIMEOUT_S)
 
 
 def load(folder: Path, mode: str, world: int) -> list[dict[str, np.ndarray]]:
-    out = []
-    for r in range(world):
-        with np.load(folder / f"{mode}-rank{r}.npz", allow_pickle=False) as z:
-            out.append({k: z[k] for k in z.files})
-    return out
+    return [ranks.load_npz(folder / f"{mode}-rank{r}.npz") for r in range(world)]
 
 
 def check_resume(world: int, folder: Path) -> None:
-    full_procs, crash_procs = launch("full", world, folder), launch("crash", world, folder)
-    for code, log in finish(full_procs):
+    for code, log in launch("full", world, folder):
         assert code == 0, log
-    for code, log in finish(crash_procs):
+    for code, log in launch("crash", world, folder):
         assert code != 0, f"the crash run was not killed:\n{log}"
     assert not (folder / "crash-rank0.npz").exists()
     for r in range(world):  # the killed run's checkpoints stop before the step it died in
         assert checkpoint_file(folder / "crash", r, KILL_AT - 1).exists()
         assert not checkpoint_file(folder / "crash", r, KILL_AT).exists()
-    for code, log in finish(launch("resume", world, folder)):
+    for code, log in launch("resume", world, folder):
         assert code == 0, log
     full, resumed = load(folder, "full", world), load(folder, "resume", world)
     scopes = ("local", "global") if world > 1 else ("local",)
@@ -272,4 +238,4 @@ def test_checkpoints_load_without_unpickling(tmp_path):
 
 
 if __name__ == "__main__":
-    _train(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    _train(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -46,8 +46,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from jestcore.adapters.torch.trees import batch_size_of, leaves, map_batch
-from jestcore.backends.torch import is_lazy
+from jestcore.adapters.torch.trees import batch_size_of, check_positions, leaves, map_batch
+
+from jestcore._validation import check_int
 
 __all__ = [
     "EXCHANGES",
@@ -322,44 +323,29 @@ def exchange_selected(
     """
     if exchange not in EXCHANGES:
         raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}")
-    _check_tensor_leaves(batch)
+    check_tensor_leaves(batch)
     _, world = rank_and_world(group)
     n = batch_size_of(batch)
-    if isinstance(n_local, bool) or not isinstance(n_local, int):
-        raise TypeError(f"n_local must be an int, got {type(n_local).__name__} {n_local!r}")
+    n_local = check_int("n_local", n_local, low=0)
     if n_local != n:
         raise ValueError(f"n_local must be the batch's number of examples {n}, got {n_local}")
     if n_local < 1:
         raise ValueError("batch must hold at least one example, got an empty batch (N = 0)")
     g = global_indices
-    if (
-        not isinstance(g, torch.Tensor)
-        or g.is_floating_point()
-        or g.is_complex()
-        or (g.dtype == torch.bool)
-    ):
-        raise TypeError(
-            "global_indices must be an integer tensor, got "
-            + (f"dtype {g.dtype}" if isinstance(g, torch.Tensor) else type(g).__name__)
-        )
-    if g.ndim != 1 or g.shape[0] == 0 or g.shape[0] % world:
+    check_positions(
+        "global_indices", g, world * n_local,
+        of=f"{world} rank{'s' if world > 1 else ''} of {n_local} examples",
+    )  # fmt: skip
+    if g.shape[0] == 0 or g.shape[0] % world:
         raise ValueError(
-            "global_indices must be 1-D, with a length that is a positive multiple of the number "
-            f"of ranks ({world}), got shape {tuple(g.shape)}"
+            "global_indices must have a length that is a positive multiple of the number of "
+            f"ranks ({world}), got shape {tuple(g.shape)}"
         )
-    if not is_lazy(g):
-        bad = (g < 0) | (g >= world * n_local)
-        if bool(bad.any()):
-            i = int(torch.argmax(bad.to(torch.int8)))
-            raise ValueError(
-                f"global_indices must hold positions in [0, {world * n_local}) ({world} "
-                f"rank{'s' if world > 1 else ''} of {n_local} examples), but "
-                f"global_indices[{i}] is {int(g[i])}"
-            )
     return exchange_unchecked(batch, g, n_local, exchange, group)
 
 
-def _check_tensor_leaves(batch: Any) -> None:
+def check_tensor_leaves(batch: Any) -> None:
+    """Refuses a batch with a leaf that is not a tensor (strings cannot be exchanged)."""
     for path, leaf in leaves(batch):
         if not isinstance(leaf, torch.Tensor):
             raise TypeError(

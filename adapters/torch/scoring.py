@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from jestcore.adapters.torch.trees import batch_size_of, concat_batches, map_batch
 
+from jestcore._validation import check_int
+
 __all__ = ["default_forward", "score_forward"]
 
 
@@ -71,8 +73,9 @@ def score_forward(
         computed under ``torch.inference_mode()``.
 
     Raises:
-        TypeError: If ``model`` or ``forward`` is not callable, or ``eval_mode`` not a bool.
-        ValueError: If ``score_batch_size`` is not a positive int or ``batch`` is empty.
+        TypeError: If ``model`` or ``forward`` is not callable, ``eval_mode`` not a bool or
+            ``score_batch_size`` not an int (NumPy integers are ints).
+        ValueError: If ``score_batch_size`` is below 1 or ``batch`` is empty.
     """
     if forward is not None and not callable(forward):
         raise TypeError(
@@ -82,14 +85,8 @@ def score_forward(
         raise TypeError(f"model must be callable, got {type(model).__name__}")
     if not isinstance(eval_mode, bool):
         raise TypeError(f"eval_mode must be a bool, got {eval_mode!r}")
-    if score_batch_size is not None and (
-        isinstance(score_batch_size, bool)
-        or not isinstance(score_batch_size, int)
-        or score_batch_size < 1
-    ):
-        raise ValueError(
-            f"score_batch_size must be a positive int or None, got {score_batch_size!r}"
-        )
+    if score_batch_size is not None:
+        score_batch_size = check_int("score_batch_size", score_batch_size, low=1)
     forward = forward or default_forward
     n = batch_size_of(batch)
     if n == 0:

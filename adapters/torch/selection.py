@@ -9,20 +9,33 @@ super-batch:
 * or 1-D per-example losses (classification, language modelling): the batch loss is a sum of
   per-example terms, so independent selection is the exact answer;
 * or precomputed ``scores``: an ``(N, N)`` matrix (joint) or an ``(N,)`` vector (independent).
+
+The adapter checks what is its own (the batch's structure and size, how the outputs match it,
+its options, the ranks of a global selection) and hands the outputs, seed and noise to the
+spec (:func:`jestcore.joint_select_embeddings`, :func:`jestcore.joint_select`,
+:func:`jestcore.independent_select`), which validates them once, naming the argument. Outputs
+that the spec does not receive as given (per-example losses, embeddings selected
+independently, every rank's outputs before a global exchange) are checked with the spec's own
+validators.
 """
 
 from __future__ import annotations
 
-import math
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import array_api_compat
 import torch
 from jestcore.adapters.torch import distributed as dist_
-from jestcore.adapters.torch.trees import batch_size_of, leaves, take_batch
+from jestcore.adapters.torch.trees import batch_size_of, leaves, take_rows
+from jestcore.backends import get_backend
 from jestcore.backends.torch import is_lazy
 
 import jestcore
+from jestcore import _validation as v
+from jestcore._namespace import namespace_of, same_device
+from jestcore.streaming import SCORES, _check_embeddings
 
 __all__ = ["METHODS", "SCOPES", "JESTSelector", "SelectedBatch", "select_batch"]
 
@@ -30,6 +43,8 @@ __all__ = ["METHODS", "SCOPES", "JESTSelector", "SelectedBatch", "select_batch"]
 METHODS = ("joint", "independent")
 #: Distributed scopes; see :mod:`jestcore.adapters.torch.distributed`.
 SCOPES = ("local", "global")
+
+_TORCH = array_api_compat.array_namespace(torch.empty(0))
 
 
 class SelectedBatch(NamedTuple):
@@ -52,212 +67,120 @@ class SelectedBatch(NamedTuple):
     stats: dict[str, torch.Tensor]
 
 
-def _is_pair(x: Any) -> bool:
-    return isinstance(x, tuple) and len(x) == 4 and not isinstance(x, torch.Tensor)
-
-
-def _check_int(name: str, value: Any, *, low: int, high: int | None = None, doc: str = "") -> int:
-    """``value`` as an int in ``[low, high]``; bools, floats and others are refused."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {doc or high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+def _is_pair(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 4
 
 
-def _floating(name: str, x: Any, ndim: int, shape_doc: str) -> torch.Tensor:
-    """``x`` detached, after checking it is a real floating tensor with ``ndim`` dimensions."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {shape_doc}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D {shape_doc}, got shape {tuple(x.shape)}")
-    return x.detach()
+def _detached(x: Any) -> Any:
+    return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-def _scalar(name: str, x: Any) -> Any:
-    """A scale or bias: a finite Python number or a 0-d floating tensor (detached)."""
-    if isinstance(x, torch.Tensor):
-        if x.ndim != 0 or not x.is_floating_point():
-            raise TypeError(
-                f"{name} must be a float or a 0-d floating tensor, got a tensor of shape "
-                f"{tuple(x.shape)} and dtype {x.dtype}"
-            )
-        return x.detach()
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        raise TypeError(f"{name} must be a float or a 0-d floating tensor, got {x!r}")
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
-    return x
+def _models(learner: Any, reference: Any, scores: Any, score: str) -> tuple[dict[str, Any], str]:
+    """The outputs that ``score`` needs, by argument name (detached), and their kind.
 
-
-def _check_pair(name: str, m: Any) -> jestcore.PairEmbeddings:
-    p = jestcore.PairEmbeddings(*m)
-    image = _floating(f"{name}.image", p.image, 2, "(N, d)")
-    text = _floating(f"{name}.text", p.text, 2, "(N, d)")
-    if image.shape != text.shape:
-        raise ValueError(
-            f"{name}.image and {name}.text must have the same shape (N, d), got "
-            f"{tuple(image.shape)} and {tuple(text.shape)}"
-        )
-    return jestcore.PairEmbeddings(
-        image, text, _scalar(f"{name}.scale", p.scale), _scalar(f"{name}.bias", p.bias)
-    )
-
-
-def _check_models(
-    learner: Any, reference: Any, scores: Any, score: str
-) -> tuple[Any, Any, Any, str]:
-    """Validated (detached) inputs and their kind: ``"embeddings"``, ``"losses"`` or ``"scores"``.
-
-    Static checks only (types, dtypes, shapes); values and devices are checked later.
+    The kind is ``"embeddings"``, ``"losses"`` or ``"scores"``. Only the structure is checked
+    here; dtypes, shapes and values are the spec's.
     """
-    _check_choice("score", score, tuple(sorted(jestcore.streaming.SCORES)))
+    _check_choice("score", score, tuple(sorted(SCORES)))
     if scores is not None:
         if learner is not None or reference is not None:
             raise ValueError("give either scores=... or learner/reference outputs, not both")
-        if not isinstance(scores, torch.Tensor) or scores.ndim not in (1, 2):
-            raise TypeError(
-                "scores must be a 1-D (N,) or 2-D (N, N) tensor, got "
-                + (
-                    f"a tensor of shape {tuple(scores.shape)}"
-                    if isinstance(scores, torch.Tensor)
-                    else type(scores).__name__
-                )
-            )
-        doc = "(N,) or (N, N)"
-        scores = _floating("scores", scores, scores.ndim, doc)
-        if scores.ndim == 2 and scores.shape[0] != scores.shape[1]:
-            raise ValueError(f"scores must be {doc}, got shape {tuple(scores.shape)}")
-        return None, None, scores, "scores"
-    needs = dict(zip(("learner", "reference"), jestcore.streaming.SCORES[score], strict=True))
+        return {"scores": _detached(scores)}, "scores"
     models: dict[str, Any] = {}
-    for name, m in (("learner", learner), ("reference", reference)):
-        if not needs[name]:
-            models[name] = None
+    for name, m, sign in zip(
+        ("learner", "reference"), (learner, reference), SCORES[score], strict=True
+    ):
+        if not sign:
             continue
         if m is None:
             raise ValueError(f'score="{score}" needs the {name}\'s outputs, got {name}=None')
-        if _is_pair(m):
-            models[name] = _check_pair(name, m)
-        elif isinstance(m, torch.Tensor) and m.ndim == 1:
-            models[name] = _floating(name, m, 1, "(N,) of per-example losses")
-        else:
+        if not (_is_pair(m) or isinstance(m, torch.Tensor)):
             raise TypeError(
                 f"{name} must be a PairEmbeddings(image, text, scale, bias) or a 1-D tensor of "
                 f"per-example losses, got {type(m).__name__}"
-                + (f" of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else "")
             )
-    present = {k: m for k, m in models.items() if m is not None}
-    kinds = {isinstance(m, jestcore.PairEmbeddings) for m in present.values()}
-    if len(kinds) > 1:
+        models[name] = jestcore.PairEmbeddings(*map(_detached, m)) if _is_pair(m) else m.detach()
+    if len({_is_pair(m) for m in models.values()}) > 1:
         raise TypeError("learner and reference must both be PairEmbeddings or both be losses")
-    if len(present) == 2 and len({_n_examples(m) for m in present.values()}) > 1:
-        raise ValueError(
-            "learner and reference must describe the same N examples, got "
-            f"N = {_n_examples(present['learner'])} and {_n_examples(present['reference'])}"
-        )
-    kind = "embeddings" if kinds == {True} else "losses"
-    return models["learner"], models["reference"], None, kind
+    pairs = _is_pair(next(iter(models.values())))
+    return models, "embeddings" if pairs else "losses"
 
 
-def _tensors(learner: Any, reference: Any, scores: Any) -> dict[str, torch.Tensor]:
-    """Every tensor of the models' outputs (scale and bias included), by argument name."""
-    out: dict[str, torch.Tensor] = {}
-    for name, m in (("learner", learner), ("reference", reference), ("scores", scores)):
+def _n_examples(x: Any) -> int | None:
+    """The number of examples that ``x`` describes (``None`` if it has no first dimension)."""
+    shape: tuple[int, ...] = tuple(
+        getattr(x.image if isinstance(x, jestcore.PairEmbeddings) else x, "shape", ())
+    )
+    return int(shape[0]) if shape else None
+
+
+def _arrays(models: dict[str, Any]) -> dict[str, Any]:
+    """Every tensor of the outputs (scale and bias included), by argument name."""
+    out: dict[str, Any] = {}
+    for name, m in models.items():
         if isinstance(m, jestcore.PairEmbeddings):
             out.update({f"{name}.{f}": getattr(m, f) for f in m._fields})
-        elif m is not None:
+        else:
             out[name] = m
     return {k: t for k, t in out.items() if isinstance(t, torch.Tensor)}
 
 
-def _same_device(tensors: dict[str, torch.Tensor]) -> torch.device:
-    (first, t0), *rest = tensors.items()
-    for name, t in rest:
-        if t.device != t0.device:
-            raise ValueError(
-                f"{name} is on device {t.device} but {first} is on {t0.device}: move them together"
-            )
-    return t0.device
+def _check_finite(arrays: dict[str, torch.Tensor]) -> None:
+    """The spec's finiteness check of ``arrays``, with one host read for all when all is well.
 
-
-def _first_non_finite(name: str, x: torch.Tensor) -> str | None:
-    """``"name[i, j] is nan"`` for the first non-finite entry of ``x`` (row-major), or None."""
-    bad = ~torch.isfinite(x.reshape(-1))
-    if not bool(bad.any()):
-        return None
-    flat = int(torch.argmax(bad.to(torch.int8)))
-    value = float(x.reshape(-1)[flat])
-    where = []
-    for size in reversed(tuple(x.shape)):
-        where.append(flat % size)
-        flat //= size
-    return f"{name}[{', '.join(map(str, reversed(where)))}] is {value}"
-
-
-def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
-    """Raises naming the first NaN or infinite entry; one host synchronisation when all is well.
-
-    Skipped for tensors whose values cannot be read (meta tensors, under ``torch.compile``):
-    there, non-finite candidates rank after every finite one (see :func:`select_batch`).
+    A NaN or an infinity makes a sum non-finite, so finite sums prove every entry finite; a
+    non-finite sum (possibly mere overflow) falls back to
+    :func:`jestcore._validation.check_finite`, which names the first bad entry. Skipped for
+    tensors whose values cannot be read (meta tensors, under ``torch.compile``).
     """
-    eager = {k: t for k, t in tensors.items() if not is_lazy(t)}
+    eager = [(k, t) for k, t in arrays.items() if not is_lazy(t)]
     if not eager:
         return
-    # A NaN or an infinity makes a sum non-finite, so finite sums prove every entry finite;
-    # a non-finite sum (possibly mere overflow) falls back to the exact search.
-    sums = torch.stack(
-        [t.sum(dtype=torch.promote_types(t.dtype, torch.float32)).float() for t in eager.values()]
-    )
-    if bool(torch.isfinite(sums).all()):
+    sums = [t.sum(dtype=torch.promote_types(t.dtype, torch.float32)).float() for _, t in eager]
+    if bool(torch.isfinite(torch.stack(sums)).all()):
         return
-    for name, t in eager.items():
-        found = _first_non_finite(name, t)
-        if found is not None:
-            raise ValueError(f"{name} must be finite, but {found}")
+    for name, t in eager:
+        v.check_finite(name, t, _TORCH, get_backend(_TORCH))
 
 
-def _check_seed(seed: Any) -> None:
-    expected = "seed must be a Python int in [0, 2**32) or a 0-d integer tensor"
-    if isinstance(seed, torch.Tensor):
-        if (
-            seed.ndim != 0
-            or seed.is_floating_point()
-            or seed.is_complex()
-            or (seed.dtype == torch.bool)
-        ):
-            raise TypeError(
-                f"{expected}, got a tensor of shape {tuple(seed.shape)} and dtype {seed.dtype}"
-            )
-        return
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{expected}, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"{expected}, got {seed}")
+def _check_outputs(models: dict[str, Any], kind: str, score: str, **others: Any) -> None:
+    """The spec's checks of outputs it will not receive as given, and of ``others`` with them.
+
+    Used where the adapter transforms or exchanges the outputs first: per-example losses,
+    embeddings selected independently, and every rank's own outputs before a global exchange.
+    """
+    names = ", ".join(models)
+    if kind == "embeddings":
+        xp = _check_embeddings(models.get("learner"), models.get("reference"), score)[0]
+        values = {k: t for k, t in _arrays(models).items() if t.ndim}
+    else:
+        xp = namespace_of(*models.values(), name=names)
+        for name, t in models.items():
+            v.check_floating(name, t, xp, ndim=2 if name == "scores" and t.ndim == 2 else 1)
+            if t.ndim == 2 and t.shape[0] != t.shape[1]:
+                raise ValueError(f"{name} must be a square (N, N) matrix, got {tuple(t.shape)}")
+        values = dict(models)
+    if xp is not _TORCH:
+        raise TypeError(f"{names} must be torch tensors, got arrays of {xp.__name__}")
+    same_device({**_arrays(models), **others})
+    _check_finite({**values, **{k: t for k, t in others.items() if k == "noise" and t is not None}})
 
 
 class _Plan(NamedTuple):
-    """A validated selection: what every rank computes (``scope="global"``) or this rank does."""
+    """A checked selection: what every rank computes (``scope="global"``) or this rank does."""
 
-    learner: Any
-    reference: Any
-    scores: Any
+    models: dict[str, Any]
     kind: str
     n_local: int
-    n_per_rank: int
+    n_select: int
+    n_chunks: int
     joint: bool
-    seed: Any
-    noise: Any
-    greedy: bool
-    block_size: int | None
 
 
 def _plan(
@@ -279,66 +202,52 @@ def _plan(
     world: int,
     is_global: bool,
 ) -> _Plan:
-    """Every check of :func:`select_batch`'s arguments, on this rank's inputs, before any work."""
+    """The adapter's checks of :func:`select_batch`'s arguments, before any work.
+
+    Locally, what the spec receives as given is left to the spec. With ``scope="global"``
+    every rank's own inputs are checked here in full (with the spec's validators), so a
+    refused input is reported before any collective.
+    """
     _check_choice("method", method, METHODS)
     _check_choice("exchange", exchange, dist_.EXCHANGES)
     n_local = batch_size_of(batch)
     if n_local == 0:
         raise ValueError("batch must hold at least one example, got an empty super-batch (N = 0)")
-    learner, reference, scores, kind = _check_models(learner, reference, scores, score)
-    for name, m in (("learner", learner), ("reference", reference), ("scores", scores)):
-        if m is not None and _n_examples(m) != n_local:
-            raise ValueError(
-                f"{name} has outputs for {_n_examples(m)} examples but the batch has {n_local}"
-            )
-    n_per_rank = _n_select(n_local, batch_size, filter_ratio)
-    n_select, n_total = n_per_rank * world, n_local * world
-    joint = method == "joint" and (kind == "embeddings" or (kind == "scores" and scores.ndim == 2))
-    chunks_doc = f"the number of examples selected ({n_select})"
-    n_chunks = _check_int(
-        "n_chunks", n_chunks, low=1, high=n_select if joint else None, doc=chunks_doc
+    models, kind = _models(learner, reference, scores, score)
+    for name, m in models.items():
+        n = _n_examples(m)
+        if n is not None and n != n_local:
+            raise ValueError(f"{name} has outputs for {n} examples but the batch has {n_local}")
+    n_select = world * jestcore.sub_batch_size(
+        n_local, filter_ratio=filter_ratio, batch_size=batch_size
     )
-    if block_size is not None:
-        _check_int("block_size", block_size, low=1)
-    if not isinstance(greedy, bool):
-        raise TypeError(f"greedy must be a bool, got {greedy!r}")
-    given = [n for n, v in (("seed", seed), ("noise", noise)) if v is not None]
-    given += ["greedy=True"] if greedy else []
-    if len(given) != 1:
+    matrix = kind == "scores" and getattr(scores, "ndim", None) == 2
+    joint = method == "joint" and (kind == "embeddings" or matrix)
+    n_chunks = min(v.check_int("n_chunks", n_chunks, low=1), n_select)
+    plan = _Plan(models, kind, n_local, n_select, n_chunks, joint)
+    if not is_global:
+        if not (joint or (kind == "scores" and not matrix)):  # the spec gets something else
+            _check_outputs(models, kind, score)
+        return plan
+    if matrix:
         raise ValueError(
-            "give exactly one source of randomness: seed=..., noise=... or greedy=True; got "
-            + (", ".join(given) if given else "none")
+            'scope="global" cannot gather a score matrix (its off-diagonal blocks pair '
+            "examples of different ranks): pass learner/reference embeddings instead"
         )
-    tensors = _tensors(learner, reference, scores)
-    if seed is not None:
-        _check_seed(seed)
-        if isinstance(seed, torch.Tensor):
-            tensors["seed"] = seed
-    if noise is not None:
-        shape = (n_chunks, n_total) if joint else (n_total,)
-        doc = f"of shape {shape}" + (" (N of all ranks together)" if is_global else "")
-        noise = _floating("noise", noise, len(shape), doc)
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must be {doc}, got shape {tuple(noise.shape)}")
-        tensors["noise"] = noise
-    _same_device(tensors)
-    if is_global:
-        if kind == "scores" and scores.ndim == 2:
-            raise ValueError(
-                'scope="global" cannot gather a score matrix (its off-diagonal blocks pair '
-                "examples of different ranks): pass learner/reference embeddings instead"
-            )
-        for path, leaf in leaves(batch):
-            if not isinstance(leaf, torch.Tensor):
-                raise TypeError(
-                    'scope="global" exchanges examples between ranks, so every leaf of the batch '
-                    f"must be a tensor; {path} is a {type(leaf).__name__}"
-                )
-    _check_finite({k: t for k, t in tensors.items() if k != "seed"})
-    return _Plan(
-        learner, reference, scores, kind, n_local, n_per_rank, joint, seed, noise, greedy,
-        block_size,
-    )  # fmt: skip
+    dist_.check_tensor_leaves(batch)
+    if block_size is not None:
+        v.check_int("block_size", block_size, low=1)
+    shape = (n_chunks, n_local * world) if joint else (n_local * world,)
+    v.check_randomness(seed, noise, greedy, shape, _TORCH)
+    _check_outputs(models, kind, score, noise=noise, seed=seed)
+    return plan
+
+
+def _as_seed(seed: Any) -> Any:
+    """NumPy (and other) integer scalars as Python ints; anything else as given."""
+    if isinstance(seed, bool | int | torch.Tensor) or not hasattr(type(seed), "__index__"):
+        return seed
+    return operator.index(seed)
 
 
 #: What every rank of a global selection must agree on: (what is needed, how to show it).
@@ -346,7 +255,7 @@ AGREEMENT = (
     ("a super-batch of the same size", "int"),
     ("the same number of examples selected per rank", "int"),
     ("the same n_chunks", "int"),
-    ("the same score", ("easy_reference", "hard_learner", "learnability")),
+    ("the same score", tuple(sorted(SCORES))),
     ("the same method", METHODS),
     ("the same exchange", dist_.EXCHANGES),
     ("the same kind of outputs", ("embeddings", "losses", "scores")),
@@ -362,7 +271,7 @@ AGREEMENT = (
 
 
 def _layout(x: Any) -> list[Any]:
-    """Per-tensor (path, dtype, trailing shape) of a batch or of model outputs, for hashing."""
+    """Per-tensor (path, dtype, trailing shape) of a batch, for hashing."""
     out: list[Any] = []
     for path, leaf in leaves(x):
         if isinstance(leaf, torch.Tensor):
@@ -373,40 +282,48 @@ def _layout(x: Any) -> list[Any]:
 
 
 def _agreement(
-    plan: _Plan, batch: Any, *, n_chunks: int, score: str, method: str, exchange: str
+    plan: _Plan,
+    batch: Any,
+    world: int,
+    *,
+    score: str,
+    method: str,
+    exchange: str,
+    seed: Any,
+    noise: Any,
 ) -> list[Any]:
     """The values of :data:`AGREEMENT` for this rank (ints, floats or 0-d tensors)."""
-    kinds = ("embeddings", "losses", "scores")
-    randomness = 0 if plan.seed is not None else 1 if plan.noise is not None else 2
-    seed = -1 if plan.seed is None else plan.seed
-    pairs = [m if isinstance(m, jestcore.PairEmbeddings) else None for m in plan[:2]]
-    scalars = [getattr(p, f) if p is not None else 0.0 for p in pairs for f in ("scale", "bias")]
+    randomness = 0 if seed is not None else 1 if noise is not None else 2
+    pairs = [plan.models.get(name) for name in ("learner", "reference")]
+    scalars = [
+        getattr(p, f) if isinstance(p, jestcore.PairEmbeddings) else 0.0
+        for p in pairs
+        for f in ("scale", "bias")
+    ]
     outputs = [
-        [(f, str(t.dtype), tuple(t.shape[1:])) for f, t in _tensors(*plan[:3]).items() if t.ndim],
-        None if plan.noise is None else tuple(plan.noise.shape),
+        [(k, str(t.dtype), tuple(t.shape[1:])) for k, t in _arrays(plan.models).items() if t.ndim],
+        None if noise is None else tuple(noise.shape),
     ]
     return [
         plan.n_local,
-        plan.n_per_rank,
-        n_chunks if plan.joint else 0,
+        plan.n_select // world,
+        plan.n_chunks if plan.joint else 0,
         AGREEMENT[3][1].index(score),
         METHODS.index(method),
         dist_.EXCHANGES.index(exchange),
-        kinds.index(plan.kind),
+        AGREEMENT[6][1].index(plan.kind),
         randomness,
-        seed,
+        -1 if seed is None else seed,
         *scalars,
         dist_.stable_hash(outputs),
         dist_.stable_hash(_layout(batch)),
     ]
 
 
-def _gather_models(plan: _Plan, group: Any) -> tuple[Any, Any, Any]:
+def _gathered(models: dict[str, Any], group: Any) -> dict[str, Any]:
     """Every rank's outputs, concatenated in rank order (scale and bias are shared)."""
 
     def gather(m: Any) -> Any:
-        if m is None:
-            return None
         if isinstance(m, jestcore.PairEmbeddings):
             return m._replace(
                 image=dist_.all_gather_rows(m.image, group),
@@ -414,7 +331,7 @@ def _gather_models(plan: _Plan, group: Any) -> tuple[Any, Any, Any]:
             )
         return dist_.all_gather_rows(m, group)
 
-    return gather(plan.learner), gather(plan.reference), gather(plan.scores)
+    return {name: gather(m) for name, m in models.items()}
 
 
 def _pair_losses(p: jestcore.PairEmbeddings) -> torch.Tensor:
@@ -424,85 +341,41 @@ def _pair_losses(p: jestcore.PairEmbeddings) -> torch.Tensor:
     return torch.nn.functional.softplus(-(p.scale * logits + p.bias))
 
 
-def _per_example_scores(learner: Any, reference: Any, score: str) -> torch.Tensor:
-    """Per-example scores from per-example losses or from embeddings' matching pairs."""
-    losses = [
-        _pair_losses(m) if isinstance(m, jestcore.PairEmbeddings) else m
-        for m in (learner, reference)
-    ]
+def _per_example_scores(models: dict[str, Any], score: str) -> Any:
+    """Per-example scores: given, the diagonal of a score matrix, or from per-example losses."""
+    if "scores" in models:
+        s = models["scores"]
+        return torch.diagonal(s) if getattr(s, "ndim", None) == 2 else s
+    losses = {
+        k: _pair_losses(m) if isinstance(m, jestcore.PairEmbeddings) else m
+        for k, m in models.items()
+    }
     if score == "learnability":
-        return jestcore.learnability(losses[0], losses[1])
+        return jestcore.learnability(losses["learner"], losses["reference"])
     if score == "hard_learner":
-        return jestcore.hard_learner(losses[0])
-    return jestcore.easy_reference(losses[1])
+        return jestcore.hard_learner(losses["learner"])
+    return jestcore.easy_reference(losses["reference"])
 
 
-def _n_examples(x: Any) -> int:
-    """The number of examples that ``x`` (embeddings, losses or scores) describes."""
-    return int((x.image if isinstance(x, jestcore.PairEmbeddings) else x).shape[0])
-
-
-def _n_select(n: int, batch_size: int | None, filter_ratio: float | None) -> int:
-    """The number of examples to select from ``n``: ``batch_size``, or ``floor(n * (1 - f))``."""
-    if (batch_size is None) == (filter_ratio is None):
-        raise ValueError(
-            "give exactly one of batch_size=... (examples to train on) or filter_ratio=... "
-            f"(fraction to discard), got batch_size={batch_size!r}, filter_ratio={filter_ratio!r}"
-        )
-    if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-        if not 1 <= batch_size <= n:
-            raise ValueError(
-                f"batch_size must be between 1 and the super-batch size {n}, got {batch_size}"
-            )
-        return batch_size
-    if isinstance(filter_ratio, bool) or not isinstance(filter_ratio, int | float):
-        raise TypeError(f"filter_ratio must be a float in [0, 1), got {filter_ratio!r}")
-    if not 0 <= filter_ratio < 1:
-        raise ValueError(f"filter_ratio must be in [0, 1), got {filter_ratio}")
-    k = math.floor(n * (1 - filter_ratio) + 1e-9)
-    if k < 1:
-        raise ValueError(
-            f"filter_ratio={filter_ratio} keeps no example of a super-batch of {n}: "
-            "lower it or draw a larger super-batch"
-        )
-    return k
-
-
-def _select_indices(
-    learner: Any,
-    reference: Any,
-    scores: Any,
-    plan: _Plan,
-    seed: Any,
-    *,
-    world: int,
-    n_chunks: int,
-    score: str,
+def _select(
+    plan: _Plan, models: dict[str, Any], score: str, block_size: Any, **randomness: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The selected indices and the per-example scores they were drawn from (for stats)."""
-    rand = {"seed": seed, "noise": plan.noise, "greedy": plan.greedy}
-    n_select = plan.n_per_rank * world
-    if plan.kind == "scores":
-        if scores.ndim == 1:
-            return jestcore.independent_select(scores, n_select, **rand), scores
-        diag = torch.diagonal(scores)
-        if not plan.joint:
-            return jestcore.independent_select(diag, n_select, **rand), diag
-        return jestcore.joint_select(scores, n_select, n_chunks=n_chunks, **rand), diag
-    per_example = _per_example_scores(learner, reference, score)
+    """The spec's selection, then the per-example scores it was drawn from (for stats)."""
+    n, n_chunks = plan.n_select, plan.n_chunks
     if not plan.joint:
-        return jestcore.independent_select(per_example, n_select, **rand), per_example
-    idx = jestcore.joint_select_embeddings(
-        learner, reference, n_select, n_chunks=n_chunks, score=score,
-        block_size=plan.block_size, **rand,
-    )  # fmt: skip
-    return idx, per_example
+        per_example = _per_example_scores(models, score)
+        return jestcore.independent_select(per_example, n, **randomness), per_example
+    if plan.kind == "scores":
+        idx = jestcore.joint_select(models["scores"], n, n_chunks=n_chunks, **randomness)
+    else:
+        idx = jestcore.joint_select_embeddings(
+            models.get("learner"), models.get("reference"), n, score=score,
+            n_chunks=n_chunks, block_size=block_size, **randomness,
+        )  # fmt: skip
+    return idx, _per_example_scores(models, score)
 
 
 def _stats(per_example: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    per_example = per_example.detach()
     return {
         "score_selected": torch.mean(per_example.index_select(0, idx.to(per_example.device))),
         "score_all": torch.mean(per_example),
@@ -531,19 +404,29 @@ def select_batch(
 ) -> SelectedBatch:
     """Selects a sub-batch of ``batch`` to train on, from the learner's and reference's outputs.
 
-    Every argument is checked before any work: a wrong type, dimension, size or option raises a
-    ``TypeError`` or ``ValueError`` naming the argument and what was expected, and a NaN or
-    infinity in the outputs raises a ``ValueError`` naming the argument and the first bad
-    position (e.g. ``learner.image[3, 1] is nan``). Values are not read where they cannot be
-    (meta tensors, under ``torch.compile``): there non-finite candidates rank after every finite
-    one.
+    Every argument is checked once, before any work: a wrong type, dimension, size or option
+    raises a ``TypeError`` or ``ValueError`` naming the argument and what was expected, and a
+    NaN or infinity in the outputs raises a ``ValueError`` naming the argument and the first bad
+    position (e.g. ``learner.image[3, 1] is nan``). The adapter checks the batch, the sizes and
+    its options; the outputs, seed and noise are checked by the spec's selection that receives
+    them (:func:`jestcore.joint_select_embeddings`, :func:`jestcore.joint_select` or
+    :func:`jestcore.independent_select`). Values are not read where they cannot be (meta
+    tensors, under ``torch.compile``): there non-finite candidates rank after every finite one.
 
-    With ``scope="global"`` on several ranks, each rank checks its own inputs, then all ranks
-    exchange a small status (one all-gather): if any rank's inputs were refused, every rank
-    raises the same error, naming the rank and its message; if the ranks disagree on anything
-    that decides the selection (sizes, options, seed, scale and bias, the batch's layout),
-    every rank raises a ``ValueError`` naming what differs. Only then do the collectives run,
-    so a bad input on one rank never leaves the others waiting.
+    The number selected is :func:`jestcore.sub_batch_size`: ``batch_size``, or
+    ``round(N * (1 - filter_ratio))`` (halves up, at least one), so a short last super-batch of
+    a data loader still trains. ``n_chunks`` is capped at the number selected (a super-batch
+    of 9 at ``filter_ratio=0.8`` keeps 2, in 2 chunks of one).
+
+    With ``scope="global"`` on several ranks, each rank checks its own inputs in full (with the
+    spec's validators), then all ranks exchange a small status (one all-gather): if any rank's
+    inputs were refused, every rank raises the same error, naming the rank and its message; if
+    the ranks disagree on anything that decides the selection (sizes, options, seed, scale and
+    bias, the batch's layout), every rank raises a ``ValueError`` naming what differs. Only
+    then do the collectives run, so a bad input on one rank never leaves the others waiting.
+    (The spec then checks the gathered outputs again, as it checks every input it receives:
+    a global step reads each tensor's finiteness twice, once per rank before the exchange and
+    once after.)
 
     Args:
         batch: The super-batch: a tensor whose first dimension indexes the N examples, or any
@@ -558,17 +441,20 @@ def select_batch(
         scores: Instead of ``learner``/``reference``: an ``(N, N)`` score matrix (joint
             selection) or ``(N,)`` per-example scores (independent selection).
         batch_size: How many examples to select (per rank), or
-        filter_ratio: The fraction to discard: ``floor(N * (1 - filter_ratio))`` are kept
-            (per rank); the paper's 0.8 keeps one in five.
-        n_chunks: Chunks of joint selection (the paper uses 16), at most the number selected.
+        filter_ratio: The fraction to discard: ``round(N * (1 - filter_ratio))`` are kept
+            (per rank, halves up, at least one); the paper's 0.8 keeps one in five.
+        n_chunks: Chunks of joint selection (the paper uses 16); capped at the number
+            selected.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
         method: ``"joint"`` or ``"independent"`` (per-example scores only, the baseline).
             Per-example losses and 1-D scores always select independently, which is exact.
-        seed: Seed of jestcore's portable generator (derive per-step seeds with
+        seed: Seed of jestcore's portable generator: an int in ``[0, 2**32)`` (NumPy integers
+            too) or a 0-d integer tensor (derive per-step seeds with
             :func:`jestcore.fold_in`). With ``scope="local"`` and several ranks the rank is
             folded in, so ranks draw different noise; with ``"global"`` every rank must pass
             the same seed.
-        noise: Explicit Gumbel noise ``(n_chunks, N_total)`` instead of ``seed``.
+        noise: Explicit Gumbel noise ``(n_chunks, N_total)`` instead of ``seed`` (``n_chunks``
+            after the cap; ``(N_total,)`` for independent selection).
         greedy: Deterministic top-k instead of sampling.
         scope: ``"local"`` (each rank selects from its own super-batch) or ``"global"`` (one
             selection over all ranks' super-batches; each rank gets its share). Every rank must
@@ -576,7 +462,7 @@ def select_batch(
         exchange: With ``scope="global"``: ``"padded"`` or ``"exact"``; see
             :func:`~jestcore.adapters.torch.distributed.exchange_selected`.
         group: The ``torch.distributed`` process group (default: the world).
-        block_size: Row block of the streaming selection (bounds its temporaries).
+        block_size: Row block of joint selection from embeddings (bounds its temporaries).
 
     Returns:
         A :class:`SelectedBatch` ``(batch, indices, stats)``.
@@ -599,32 +485,31 @@ def select_batch(
     _check_choice("scope", scope, SCOPES)
     rank, world = dist_.rank_and_world(group)
     is_global = scope == "global" and world > 1
+    seed = _as_seed(seed)
+    randomness = {"seed": seed, "noise": noise, "greedy": greedy}
     options = {
         "batch_size": batch_size, "filter_ratio": filter_ratio, "n_chunks": n_chunks,
-        "score": score, "method": method, "seed": seed, "noise": noise, "greedy": greedy,
-        "exchange": exchange, "block_size": block_size,
+        "score": score, "method": method, "exchange": exchange, "block_size": block_size,
+        **randomness,
     }  # fmt: skip
     if not is_global:
         plan = _plan(batch, learner, reference, scores, world=1, is_global=False, **options)
         if scope == "local" and world > 1 and seed is not None:
-            seed = jestcore.fold_in(seed, rank)
-        idx, per_example = _select_indices(
-            *plan[:3], plan, seed, world=1, n_chunks=n_chunks, score=score
-        )
-        return SelectedBatch(take_batch(batch, idx), idx, _stats(per_example, idx))
+            randomness["seed"] = jestcore.fold_in(seed, rank)
+        idx, per_example = _select(plan, plan.models, score, block_size, **randomness)
+        return SelectedBatch(take_rows(batch, idx), idx, _stats(per_example, idx))
     values, error = None, None
     try:
         plan = _plan(batch, learner, reference, scores, world=world, is_global=True, **options)
         values = _agreement(
-            plan, batch, n_chunks=n_chunks, score=score, method=method, exchange=exchange
-        )
+            plan, batch, world, score=score, method=method, exchange=exchange, seed=seed,
+            noise=noise,
+        )  # fmt: skip
     except Exception as e:  # every rank takes part in the status exchange, then all raise
         error = e
     dist_.agree(AGREEMENT, values, error, group)
-    learner, reference, scores = _gather_models(plan, group)
-    global_idx, per_example = _select_indices(
-        learner, reference, scores, plan, seed, world=world, n_chunks=n_chunks, score=score
-    )
+    models = _gathered(plan.models, group)
+    global_idx, per_example = _select(plan, models, score, block_size, **randomness)
     global_idx = dist_.broadcast_selection(global_idx, group)
     sub = dist_.exchange_unchecked(batch, global_idx, plan.n_local, exchange, group)
     mine = dist_.shares(global_idx, world)[rank]
@@ -640,11 +525,16 @@ class JESTSelector:
 
     Args:
         batch_size: Examples to train on per step (per rank), or
-        filter_ratio: the fraction of each super-batch to discard (0.8 in the paper).
-        n_chunks: Chunks of joint selection (16 in the paper).
+        filter_ratio: the fraction of each super-batch to discard (0.8 in the paper); each
+            step keeps :func:`jestcore.sub_batch_size` examples, ``round(N * (1 -
+            filter_ratio))`` (halves up, at least one), so the short last super-batch of a
+            data loader trains too.
+        n_chunks: Chunks of joint selection (16 in the paper); a step that selects fewer
+            examples uses one chunk per example.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
         method: ``"joint"`` or ``"independent"``.
-        seed: Base seed, an int in ``[0, 2**32)``.
+        seed: Base seed, an int in ``[0, 2**32)`` (NumPy integers too; kept as a Python
+            int).
         scope: ``"local"`` or ``"global"`` (see :func:`select_batch`).
         warmup_steps: For the first this many steps select uniformly at random (no scores
             needed; see :attr:`needs_scores`).
@@ -681,18 +571,18 @@ class JESTSelector:
                 f"batch_size={batch_size!r}, filter_ratio={filter_ratio!r}"
             )
         if batch_size is not None:
-            _check_int("batch_size", batch_size, low=1)
+            batch_size = v.check_int("batch_size", batch_size, low=1)
         else:
-            _n_select(10**9, None, filter_ratio)
-        _check_int("n_chunks", n_chunks, low=1)
-        _check_choice("score", score, tuple(sorted(jestcore.streaming.SCORES)))
+            filter_ratio = v.check_ratio("filter_ratio", filter_ratio)
+        n_chunks = v.check_int("n_chunks", n_chunks, low=1)
+        _check_choice("score", score, tuple(sorted(SCORES)))
         _check_choice("method", method, METHODS)
         _check_choice("scope", scope, SCOPES)
         _check_choice("exchange", exchange, dist_.EXCHANGES)
-        _check_selector_seed("seed", seed)
-        _check_int("warmup_steps", warmup_steps, low=0)
+        seed = _check_base_seed("seed", seed)
+        warmup_steps = v.check_int("warmup_steps", warmup_steps, low=0)
         if block_size is not None:
-            _check_int("block_size", block_size, low=1)
+            block_size = v.check_int("block_size", block_size, low=1)
         self.batch_size, self.filter_ratio = batch_size, filter_ratio
         self.n_chunks, self.score, self.method = n_chunks, score, method
         self.seed, self.scope, self.warmup_steps = seed, scope, warmup_steps
@@ -794,6 +684,7 @@ class JESTSelector:
         """Restores :meth:`state_dict`; refuses a state saved with a different config.
 
         Raises:
+            TypeError: If the saved step or seed is not an int.
             ValueError: If ``state`` is malformed or its config differs from this selector's.
         """
         if not isinstance(state, Mapping) or not {"step", "seed", "config"} <= set(state):
@@ -811,26 +702,17 @@ class JESTSelector:
                 "state was saved by a selector with a different config (saved, current): "
                 + ", ".join(f"{k}={a!r}, {b!r}" for k, (a, b) in diff.items())
             )
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"state['step'] must be an int >= 0, got {step!r}")
-        _check_selector_seed("state['seed']", state["seed"])
-        self.step, self.seed = step, state["seed"]
+        step = v.check_int("state['step']", state["step"], low=0)
+        self.step, self.seed = step, _check_base_seed("state['seed']", state["seed"])
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if v is not None)
         return f"JESTSelector({opts}, seed={self.seed}, step={self.step})"
 
 
-def _check_selector_seed(name: str, seed: Any) -> None:
-    """A selector's base seed: a Python int (so its state is plain data)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(
-            f"{name} must be a Python int in [0, 2**32) (per-step seeds are derived from it on "
-            f"the host), got {type(seed).__name__} {seed!r}"
-        )
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"{name} must be a Python int in [0, 2**32), got {seed}")
+def _check_base_seed(name: str, seed: Any) -> int:
+    """A selector's base seed as a Python int (so its state is plain data)."""
+    return v.check_int(name, seed, low=0, high=2**32 - 1, high_doc="2**32 - 1")
 
 
 def _first_device(batch: Any) -> torch.device:

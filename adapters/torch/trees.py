@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from jestcore.backends.torch import is_lazy
 
 __all__ = ["batch_size_of", "concat_batches", "leaves", "map_batch", "take_batch"]
 
@@ -124,20 +125,75 @@ def batch_size_of(batch: Any, *, name: str = "batch") -> int:
     return next(iter(sizes.values()))
 
 
+def check_positions(name: str, indices: Any, n: int, *, of: str) -> None:
+    """Refuses anything but a 1-D integer tensor of positions in ``[0, n)``.
+
+    The values are read on the host once (a synchronisation on an accelerator), unless they
+    cannot be (meta tensors, under ``torch.compile``). Negative positions are refused: they
+    would count from the end, which a selection never means.
+
+    Args:
+        name: The argument's name in messages.
+        indices: The positions.
+        n: The number of examples they index.
+        of: What the ``n`` examples are, for messages (e.g. ``"the batch's 10 examples"``).
+
+    Raises:
+        TypeError: If ``indices`` is not an integer tensor.
+        ValueError: If it is not 1-D or holds a position outside ``[0, n)``.
+    """
+    integer = isinstance(indices, torch.Tensor) and not (
+        indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool
+    )
+    if not integer:
+        got = (
+            f"dtype {indices.dtype}"
+            if isinstance(indices, torch.Tensor)
+            else type(indices).__name__
+        )
+        raise TypeError(f"{name} must be an integer tensor, got {got}")
+    if indices.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(indices.shape)}")
+    if is_lazy(indices) or indices.shape[0] == 0:
+        return
+    bad = (indices < 0) | (indices >= n)
+    if bool(bad.any()):
+        i = int(torch.argmax(bad.to(torch.int8)))
+        raise ValueError(
+            f"{name} must hold positions in [0, {n}) ({of}), but {name}[{i}] is {int(indices[i])}"
+        )
+
+
 def take_batch(batch: Any, indices: torch.Tensor) -> Any:
     """The examples ``indices`` of every leaf of ``batch``, in that order.
 
     Tensors are indexed on their own device (``indices`` is moved there, asynchronously when
     possible); NumPy arrays and sequences of scalars need the indices on the host, which
-    synchronises with the device once.
+    synchronises with the device once. The indices are checked first, which reads them on the
+    host once (:func:`select_batch <jestcore.adapters.torch.select_batch>` takes its own,
+    valid by construction, without that read).
 
     Args:
         batch: A tensor or nesting of containers of tensors (see the module docstring).
-        indices: 1-D integer tensor of example positions.
+        indices: 1-D integer tensor of example positions in ``[0, N)``; negative positions are
+            refused, not counted from the end.
 
     Returns:
         A batch of the same structure whose leaves hold ``len(indices)`` examples.
+
+    Raises:
+        TypeError: If ``indices`` is not an integer tensor, or ``batch`` holds no tensor.
+        ValueError: If ``indices`` is not 1-D or holds a position outside ``[0, N)`` (the
+            message names ``indices`` and the batch's size ``N``), or the leaves of
+            ``batch`` disagree on ``N``.
     """
+    n = batch_size_of(batch)
+    check_positions("indices", indices, n, of=f"the batch's {n} examples")
+    return take_rows(batch, indices)
+
+
+def take_rows(batch: Any, indices: torch.Tensor) -> Any:
+    """:func:`take_batch` without its checks, for indices valid by construction."""
     host: list[np.ndarray] = []
 
     def host_indices() -> np.ndarray:

@@ -11,7 +11,11 @@ follow one recipe; this module holds it, with NumPy and the spec only:
 * the learning-rate schedule, linear warm-up then cosine decay to zero (:func:`learning_rate`;
   each trainer wraps it in its framework's schedule object), and the evaluation steps
   (:func:`eval_steps`);
-* average pooling of square images for Flexi scoring (:func:`downsample`);
+* average pooling of square images for Flexi scoring (:func:`downsample`) and Flexi-JEST's
+  co-training split (:func:`flexi_split`: ``[::2]`` at full resolution, ``[1::2]`` at the low
+  scoring resolution, Algorithm 2 of the paper);
+* Adam's ``beta2`` (:func:`adam_beta2`: 0.95 when a method filters, 0.999 otherwise, Appendix
+  A.2; selected data is never re-weighted, A.3);
 * :func:`check_real`, the check of a real-valued option.
 """
 
@@ -28,12 +32,17 @@ from jestcore import _validation as v
 from jestcore.streaming import SCORES
 
 __all__ = [
+    "ADAM_BETA1",
+    "FILTERING_BETA2",
     "METHODS",
     "METHOD_SPECS",
     "MethodSpec",
+    "UNIFORM_BETA2",
+    "adam_beta2",
     "check_real",
     "downsample",
     "draw_rows",
+    "flexi_split",
     "eval_steps",
     "learning_rate",
     "method_spec",
@@ -86,7 +95,10 @@ class MethodSpec:
             (each pair ranked by its own score, the diagonal of the score matrix), or ``None``
             for uniform sampling.
         factor: The learner scores images pooled by this factor (1: full resolution; 2: Flexi
-            scoring at half the side).
+            scoring at half the side). A method with ``factor > 1`` is Flexi-JEST (Algorithm 2
+            of the paper): it also **co-trains** the low resolution, training the selected
+            rows ``[::2]`` at full resolution and ``[1::2]`` pooled by ``factor``
+            (:func:`flexi_split`).
         description: One line for reports.
     """
 
@@ -105,6 +117,15 @@ class MethodSpec:
     def uses_reference(self) -> bool:
         """Whether the score needs the (cached) reference embeddings."""
         return self.score is not None and SCORES[self.score][1] != 0
+
+    @property
+    def co_training(self) -> float:
+        """The nominal fraction of the sub-batch trained at the low resolution: 0.5 for Flexi.
+
+        The paper needs at least 25% (Appendix A.7); the split is :func:`flexi_split` (with an
+        odd ``b`` the low half has ``b // 2`` rows).
+        """
+        return 0.5 if self.factor > 1 else 0.0
 
     def n_chunks(self, n_chunks: int) -> int:
         """The chunks of this method's selection call, given the run's ``n_chunks``.
@@ -156,7 +177,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
         "learnability",
         "joint_streaming",
         2,
-        "joint learnability, learner scores 4x4 images",
+        "joint learnability scored on 4x4 images; trains half at 8x8, half at 4x4",
     ),
 }
 
@@ -170,6 +191,68 @@ def method_spec(method: Any) -> MethodSpec:
     if not isinstance(method, str) or method not in METHOD_SPECS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return METHOD_SPECS[method]
+
+
+#: Adam's ``beta1`` in both trainers.
+ADAM_BETA1 = 0.9
+#: Adam's ``beta2`` when a method filters: the paper needed 0.95 at ``f >= 0.8`` (loss spikes
+#: with 0.999, Appendix A.2).
+FILTERING_BETA2 = 0.95
+#: Adam's ``beta2`` otherwise (uniform sampling, or ``f = 0``).
+UNIFORM_BETA2 = 0.999
+
+
+def adam_beta2(method: str, filter_ratio: float) -> float:
+    """The default Adam ``beta2`` of a run: 0.95 when it filters, 0.999 otherwise.
+
+    A run filters when its method selects (every method but ``"uniform"``) and ``f > 0``.
+    The paper (Appendix A.2) needed ``beta2 = 0.95`` at ``f >= 0.8``; selected examples keep
+    weight 1 in the loss (re-weighting them was harmful, Appendix A.3).
+
+    Args:
+        method: One of :data:`METHODS`.
+        filter_ratio: ``f`` in ``[0, 1)``.
+
+    Returns:
+        :data:`FILTERING_BETA2` or :data:`UNIFORM_BETA2`.
+
+    Raises:
+        TypeError: If ``filter_ratio`` is not a real number.
+        ValueError: If ``method`` is unknown or ``filter_ratio`` out of range.
+
+    Example:
+        >>> adam_beta2("jest", 0.8), adam_beta2("uniform", 0.8), adam_beta2("jest", 0.0)
+        (0.95, 0.999, 0.999)
+    """
+    spec = method_spec(method)
+    f = v.check_ratio("filter_ratio", filter_ratio)
+    return FILTERING_BETA2 if spec.score is not None and f > 0 else UNIFORM_BETA2
+
+
+def flexi_split(n: int) -> tuple[slice, slice]:
+    """Flexi-JEST's co-training split of ``n`` selected rows (Algorithm 2 of the paper).
+
+    Rows ``[::2]`` train at full resolution, rows ``[1::2]`` at the low (scoring) resolution,
+    each half with its own SigLIP loss; the step's loss is the mean of the two. So the learner's
+    low-resolution path, which scores the super-batch, is co-trained on half of the batch (the
+    paper needs at least 25%, Appendix A.7).
+
+    Args:
+        n: The sub-batch size ``b`` (>= 2, so that both halves have a row).
+
+    Returns:
+        ``(full, low)`` slices.
+
+    Raises:
+        ValueError: If ``n < 2``.
+
+    Example:
+        >>> full, low = flexi_split(5)
+        >>> list(range(5))[full], list(range(5))[low]
+        ([0, 2, 4], [1, 3])
+    """
+    v.check_int("n", n, low=2)
+    return slice(0, None, 2), slice(1, None, 2)
 
 
 def super_batch_size(batch_size: int, filter_ratio: float) -> int:

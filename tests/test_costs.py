@@ -172,9 +172,11 @@ def test_step_flops_learnability() -> None:
     assert cached.learner_scoring == 320 * F
     assert cached.reference_scoring == 0.0
     assert cached.selection == sel
-    assert cached.training == 3 * 64 * F
+    assert cached.training == 2 * 64 * F  # the scoring forward of the selected 64 is re-used
     assert cached.scoring == 320 * F + sel
-    assert cached.total == 320 * F + sel + 3 * 64 * F
+    assert cached.total == 320 * F + sel + 2 * 64 * F
+    no_reuse = C.step_flops(reuse_scoring_forward=False, **KW)  # the old accounting
+    assert no_reuse.training == 3 * 64 * F and no_reuse.scoring == cached.scoring
     live = C.step_flops(reference_flops=500.0, reference_cached=False, **KW)
     assert live.reference_scoring == 320 * 500.0
     assert live.total == cached.total + 320 * 500.0
@@ -186,8 +188,10 @@ def test_step_flops_other_scores() -> None:
     hard = C.step_flops(score="hard_learner", reference_flops=500.0, reference_cached=False, **KW)
     assert hard.reference_scoring == 0.0 and hard.learner_scoring == 320 * F
     assert hard.selection == C.selection_flops(320, 64, learner_dim=32, reference_dim=None)
+    assert hard.training == 2 * 64 * F
     easy = C.step_flops(score="easy_reference", reference_flops=500.0, reference_cached=False, **KW)
     assert easy.learner_scoring == 0.0 and easy.reference_scoring == 320 * 500.0
+    assert easy.training == 3 * 64 * F  # no learner forward to re-use
     easy = C.step_flops(
         score="easy_reference", batch_size=64, train_flops=F, reference_dim=16, embed_dim=None
     )
@@ -197,9 +201,12 @@ def test_step_flops_other_scores() -> None:
         320, 64, learner_dim=32, reference_dim=32, selection="independent_diagonal"
     )
     assert indep.selection < C.step_flops(**KW).selection
-    # Flexi: cheaper learner scoring, same training.
-    flexi = C.step_flops(score_flops=F / 4, **KW)
-    assert flexi.learner_scoring == 320 * F / 4 and flexi.training == 3 * 64 * F
+    # Low-resolution scoring: cheaper learner scoring, nothing to re-use.
+    low = C.step_flops(score_flops=F / 4, **KW)
+    assert low.learner_scoring == 320 * F / 4 and low.training == 3 * 64 * F
+    # Flexi co-training: half the batch at each resolution.
+    flexi = C.step_flops(score_flops=F / 4, co_training=0.5, **KW)
+    assert flexi.training == 3 * 32 * F + 3 * 32 * F / 4
     half = C.step_flops(filter_ratio=0.5, **KW)
     assert half.super_batch == 128 and half.learner_scoring == 128 * F
 
@@ -219,11 +226,50 @@ def test_step_flops_other_scores() -> None:
         ({"filter_ratio": 1.5}, ValueError, "filter_ratio"),
         ({"filter_ratio": 1.5, "score": None}, ValueError, "filter_ratio"),
         ({"n_chunks": 65}, ValueError, "n_chunks"),
+        ({"co_training": 1.0}, ValueError, "co_training"),
+        ({"co_training": "half"}, TypeError, "co_training"),
+        ({"reuse_scoring_forward": 1}, TypeError, "reuse_scoring_forward"),
+        ({"reuse_scoring_forward": True, "score_flops": 10.0}, ValueError, "reuse"),
+        ({"reuse_scoring_forward": True, "score": "easy_reference"}, ValueError, "reuse"),
+        ({"reuse_scoring_forward": True, "score": None}, ValueError, "uniform"),
+        ({"co_training": 0.5, "score": None}, ValueError, "uniform"),
     ],
 )
 def test_step_flops_errors(kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         C.step_flops(**{**KW, **kwargs})
+
+
+# The paper's settings (arXiv 2406.17711, A.4): b = 32k, f = 0.8 (N = 5b), a ViT-sized F.
+PAPER = {"batch_size": 32_768, "train_flops": 40e9, "embed_dim": 768}
+
+
+def _over_uniform(cost: C.StepFlops) -> float:
+    """Per-step cost without selection arithmetic (the paper's formulas leave it out) / uniform."""
+    uniform = C.step_flops(score=None, **PAPER)
+    return (cost.total - cost.selection) / uniform.total
+
+
+def test_step_flops_paper_jest_formula() -> None:
+    # C = F (2 + N/b): score N at F, train b at 3F re-using their forward; uniform is 3F.
+    cached = C.step_flops(**PAPER)
+    assert _over_uniform(cached) == pytest.approx((2 + 5) / 3, rel=1e-12)
+    assert round(_over_uniform(cached), 2) == 2.33
+    # Without cached reference embeddings the reference scores N at F too: 4x.
+    live = C.step_flops(reference_cached=False, reference_flops=PAPER["train_flops"], **PAPER)
+    assert _over_uniform(live) == pytest.approx(4.0, rel=1e-12)
+    # Selection arithmetic is small at the paper's scale, but counted.
+    assert 0 < cached.selection / cached.total < 0.01
+
+
+@pytest.mark.parametrize("a", [0.25, 0.28])
+def test_step_flops_paper_flexi_formula(a: float) -> None:
+    # C = 3F (0.5 + 0.5 A) + A F N/b: 1.04x (A = 0.25) to 1.10x (A = 0.28) of uniform.
+    f = PAPER["train_flops"]
+    flexi = C.step_flops(score_flops=a * f, co_training=0.5, **PAPER)
+    expected = (3 * (0.5 + 0.5 * a) + a * 5) / 3
+    assert _over_uniform(flexi) == pytest.approx(expected, rel=1e-12)
+    assert 1.04 <= round(_over_uniform(flexi), 2) <= 1.11
 
 
 def test_cumulative_flops() -> None:

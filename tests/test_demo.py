@@ -279,11 +279,13 @@ def test_method_step_flops() -> None:
     assert uniform.total == 3 * 64 * f and uniform.scoring == 0
     jest = demo.method_step_flops("jest", c)
     assert jest.learner_scoring == 320 * f and jest.reference_scoring == 0  # cached
-    assert jest.training == uniform.training and jest.selection > 0
+    assert jest.training == 2 * 64 * f and jest.selection > 0  # the scoring forward re-used
     flexi = demo.method_step_flops("flexi_jest", c)
     assert flexi.learner_scoring == 320 * f4 and flexi.selection == jest.selection
+    assert flexi.training == 3 * 32 * f + 3 * 32 * f4  # half at 8x8, half at 4x4
     easy = demo.method_step_flops("easy_reference", c)
     assert easy.learner_scoring == 0 and 0 < easy.selection < jest.selection
+    assert easy.training == uniform.training  # no learner forward to re-use
     independent = demo.method_step_flops("independent", c)
     assert independent.selection == costs.selection_flops(
         320, 64, learner_dim=32, reference_dim=32, selection="independent_diagonal"
@@ -494,6 +496,89 @@ def test_cli_options_build_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["config"] == demo.DemoConfig.quick() and seen["progress"] is True
     assert seen["workers"] == demo.default_workers()
+
+
+def test_results_config_records_the_recipe() -> None:
+    c = demo.DemoConfig(steps=100, eval_every=100, seeds=1, methods=("uniform", "flexi_jest"))
+    curves = {m: [_curve([0.1, 0.5], [0, 100])] for m in c.methods}
+    recorded = demo.summarize(curves, c, pool_size=1000)["config"]["recipe"]
+    assert recorded["costs"] == costs.CONVENTION and "re-use" in recorded["costs"]
+    assert recorded["adam_beta2"] == {"uniform": 0.999, "flexi_jest": 0.95}
+    assert "[::2]" in recorded["flexi_split"] and "[1::2]" in recorded["flexi_split"]
+    assert recorded["reweighting"] is False
+    json.dumps(recorded)
+
+
+def test_cli_bare_prints_help_and_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from jestcore.adapters.demo import cli
+
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: jestcore") and "demo" in out and "select-demo" in out
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from jestcore.adapters.demo import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jestcore {jestcore.__version__}"
+
+
+def test_cli_console_script_runs_bare_and_version() -> None:
+
+    script = Path(sys.executable).parent / "jestcore"
+    assert script.exists(), script
+    bare = subprocess.run([str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert bare.returncode == 0 and bare.stdout.startswith("usage: jestcore"), bare.stderr
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert version.returncode == 0 and version.stdout.strip() == f"jestcore {jestcore.__version__}"
+
+
+def _option_helps(parser: Any) -> dict[str, str]:
+    """Every option of the parser and its sub-parsers, with its formatted help line(s)."""
+    import argparse
+
+    found: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.update({f"{name} {k}": h for k, h in _option_helps(sub).items()})
+        elif action.option_strings and action.default is not argparse.SUPPRESS:
+            formatter = parser._get_formatter()
+            found[action.option_strings[-1]] = formatter._expand_help(action)
+    return found
+
+
+def test_cli_every_option_has_help_with_its_default() -> None:
+    from jestcore.adapters.demo import cli
+
+    parser = cli._parser()
+    helps = _option_helps(parser)
+    assert len(helps) >= 18  # 12 demo options + 6 select-demo options
+    for option, text in helps.items():
+        assert "default" in text and "None" not in text, (option, text)
+    assert "default: 1500; --quick: 300" in helps["demo --steps"]
+    assert "default: 8192" in helps["select-demo --n"]
+    assert "``" not in parser.description and "``" not in parser.format_help()
+
+
+def test_progress_to_a_non_terminal_is_line_based(capsys: pytest.CaptureFixture[str]) -> None:
+    # capsys' stderr is not a terminal, as in CI logs.
+    with demo._bar(300, "jest seed 0", True, 1) as bar:
+        for step in range(25, 301, 25):
+            bar.update(step - bar.n)
+            bar.set_postfix(acc="0.500")
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert 1 < len(lines) <= 10 and lines[-1] == "jest seed 0: 300/300 (acc=0.500)"
+    with demo._bar(300, "hidden", False, 1) as bar:
+        bar.update(300)
+    assert capsys.readouterr().err == ""
 
 
 def test_cli_reports_bad_options_clearly(

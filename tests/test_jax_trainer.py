@@ -14,6 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jestcore.adapters import demo, recipe
 from jestcore.adapters.demo import jax_backend as jb
@@ -110,6 +111,78 @@ def test_optimizer_steps_follow_the_schedule() -> None:
         updates, state = opt.update(grads, state, params)
         lr = recipe.learning_rate(t, 20, peak=1e-2, warmup_fraction=0.2)
         np.testing.assert_allclose(np.asarray(updates["x"]), -lr * np.sign([1, -2, 0.5]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("method", "filter_ratio", "adam_beta2", "want"),
+    [
+        ("uniform", 0.75, None, 0.999),
+        ("jest", 0.75, None, 0.95),
+        ("flexi_jest", 0.75, None, 0.95),
+        ("easy_reference", 0.75, None, 0.95),
+        ("independent", 0.75, None, 0.95),
+        ("jest", 0.0, None, 0.999),  # f = 0 filters nothing
+        ("uniform", 0.75, 0.9, 0.9),
+    ],
+)
+def test_optimizer_betas_per_method(method, filter_ratio, adam_beta2, want) -> None:
+    """Adam's beta2 is 0.95 when the method filters, 0.999 otherwise (or as configured)."""
+    config = tiny_config(method, filter_ratio=filter_ratio, adam_beta2=adam_beta2)
+    assert config.beta2 == want
+    opt = jt.SigLIPTrainer(TINY_MODEL, config).optimizer
+    params = {"x": jnp.zeros(3)}
+    schedule = jt.learning_rate_schedule(config.learning_rate, config.steps, config.warmup_steps)
+    oracle = optax.adam(schedule, b1=0.9, b2=want, eps=1e-8)
+    state, expected_state = opt.init(params), oracle.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # varying gradients: the second moment's decay shows in the updates
+        grads = {"x": jnp.asarray(rng.normal(size=3), jnp.float32)}
+        updates, state = opt.update(grads, state, params)
+        expected, expected_state = oracle.update(grads, expected_state, params)
+        np.testing.assert_array_equal(np.asarray(updates["x"]), np.asarray(expected["x"]))
+    with pytest.raises(ValueError, match="adam_beta2"):
+        tiny_config(method, adam_beta2=1.0)
+
+
+def test_flexi_step_co_trains_half_at_low_resolution(tiny: dict) -> None:
+    """Algorithm 2: the loss is the mean of the selected [::2] at full resolution and [1::2]
+    pooled, and the step's gradient is that loss's gradient."""
+    config = tiny_config("flexi_jest")
+    trainer = jt.SigLIPTrainer(TINY_MODEL, config)
+    state = trainer.init(11, param_seed=5)
+    data = trainer.prepare(tiny["images"], tiny["tokens"])
+    rows = np.random.default_rng(1).choice(len(tiny["images"]), config.super_batch, replace=False)
+    new_state, info = jax.jit(trainer.step)(
+        state, data, tiny["reference"], jnp.asarray(rows, jnp.int32)
+    )
+    trained = np.asarray(info.rows)
+    full, low = recipe.flexi_split(config.batch_size)
+    pooled = downsample(tiny["images"], 2)
+    images, tokens = tiny["images"], tiny["tokens"]
+
+    def manual(params: dict) -> jax.Array:
+        high = trainer.loss(params, images[trained[full]], tokens[trained[full]])
+        small = trainer.loss(params, pooled[trained[low]], tokens[trained[low]], factor=2)
+        return 0.5 * (high + small)
+
+    np.testing.assert_allclose(float(info.loss), float(manual(state.params)), rtol=1e-5)
+    full_res = float(trainer.loss(state.params, images[trained], tokens[trained]))
+    assert abs(float(info.loss) - full_res) > 1e-3  # not the old all-full-resolution loss
+    # The low-resolution half alone moves the parameters (its path is co-trained).
+    low_grads = jax.grad(
+        lambda p: trainer.loss(p, pooled[trained[low]], tokens[trained[low]], factor=2)
+    )(state.params)
+    assert float(jnp.abs(low_grads["encoder"]["image"]["l1"]["w"]).sum()) > 0
+    updates, _ = trainer.optimizer.update(jax.grad(manual)(state.params), state.opt_state)
+    expected = optax.apply_updates(state.params, updates)
+    for got, want in zip(
+        jax.tree_util.tree_leaves(new_state.params),
+        jax.tree_util.tree_leaves(expected),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        tiny_config("flexi_jest", batch_size=1, n_chunks=1)
 
 
 # ----------------------------------------------------------------------------------------------

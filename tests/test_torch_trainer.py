@@ -439,3 +439,136 @@ def test_train_with_a_reference_embedding_cache(small_data, tmp_path: Path) -> N
             reference=cache,
             example_ids=ids + 10**9,
         )
+
+
+def test_flexi_jest_co_trains_the_low_resolution_on_the_odd_half(small_data) -> None:
+    """Algorithm 2: score at 4x4, train selected [::2] at 8x8 and [1::2] at 4x4, both with
+    gradients (the low-resolution path is co-trained)."""
+    pool = small_data.pool
+    images, tokens = pool.images[:2000], pool.tokens[:2000]
+    low = downsample(images, 2)
+    config = demo.DemoConfig(steps=2, batch_size=8, n_chunks=2, image_hidden=16, embed_dim=8)
+    model = TB.demo_model(config, 0)
+    reference = T.embed_arrays(TB.demo_model(config, 1), images, tokens)
+    trained: list[np.ndarray] = []
+    scored: list[jestcore.PairEmbeddings] = []
+    low_grads: list[torch.Tensor] = []
+
+    class Spy(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> jestcore.PairEmbeddings:
+            out = self.inner(x, t)
+            if not torch.is_grad_enabled():
+                scored.append(jestcore.PairEmbeddings(*(v.detach().clone() for v in out)))
+                return out
+            trained.append(x.numpy().copy())
+            if x.shape[1] == 16:  # the low-resolution half: record its embeddings' gradient
+                out.image.register_hook(lambda g: low_grads.append(g.detach().clone()))
+            return out
+
+    batches = [demo.super_batch_indices(2000, config, 3, s) for s in range(2)]
+    T.train(
+        Spy(model),
+        images,
+        tokens,
+        steps=2,
+        batch_size=8,
+        n_chunks=2,
+        method="flexi_jest",
+        reference=reference,
+        scoring_images=low,
+        seed=3,
+        batches=lambda s: batches[s],
+    )
+    assert len(scored) == 2 and all(s.image.shape == (40, 8) for s in scored)
+    assert len(trained) == 4 and len(low_grads) == 2  # two halves per step
+    full_half, low_half = recipe.flexi_split(8)
+    for step in range(2):
+        rows = batches[step]
+        ref = jestcore.PairEmbeddings(
+            reference.image[rows], reference.text[rows], reference.scale, reference.bias
+        )
+        sel = jestcore.joint_select_embeddings(
+            scored[step], ref, 8, n_chunks=2, seed=demo.selection_seed(3, step)
+        ).numpy()
+        chosen = rows[sel]
+        np.testing.assert_array_equal(trained[2 * step], images[chosen[full_half]])
+        np.testing.assert_array_equal(trained[2 * step + 1], low[chosen[low_half]])
+        assert trained[2 * step].shape == (4, 64) and trained[2 * step + 1].shape == (4, 16)
+        assert low_grads[step].shape == (4, 8) and float(low_grads[step].abs().sum()) > 0
+
+
+def test_flexi_jest_needs_two_rows(small_data) -> None:
+    pool = small_data.pool
+    model = T.DualEncoder(T.ImageMLP(64, 8, 4), T.BagOfWords(34, 4), generator=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        T.train(
+            model,
+            pool.images[:100],
+            pool.tokens[:100],
+            steps=1,
+            batch_size=1,
+            n_chunks=1,
+            method="flexi_jest",
+            reference=None,
+            scoring_images=downsample(pool.images[:100], 2),
+        )
+
+
+@pytest.mark.parametrize(
+    ("method", "filter_ratio", "adam_beta2", "want"),
+    [
+        ("uniform", 0.8, None, 0.999),
+        ("jest", 0.8, None, 0.95),
+        ("flexi_jest", 0.8, None, 0.95),
+        ("hard_learner", 0.5, None, 0.95),
+        ("easy_reference", 0.8, None, 0.95),
+        ("independent", 0.8, None, 0.95),
+        ("jest", 0.0, None, 0.999),  # f = 0 filters nothing
+        ("jest", 0.8, 0.98, 0.98),
+    ],
+)
+def test_adam_betas_per_method(
+    small_data, monkeypatch: pytest.MonkeyPatch, method, filter_ratio, adam_beta2, want
+) -> None:
+    seen: list[tuple[float, float]] = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kwargs) -> None:
+            super().__init__(params, **kwargs)
+            seen.append(tuple(self.defaults["betas"]))
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    pool = small_data.pool
+    x, t = pool.images[:500], pool.tokens[:500]
+    model = T.DualEncoder(T.ImageMLP(64, 8, 4), T.BagOfWords(len(TB.VOCAB), 4), generator=0)
+    spec = recipe.method_spec(method)
+    T.train(
+        model,
+        x,
+        t,
+        steps=1,
+        batch_size=8,
+        n_chunks=2,
+        method=method,
+        filter_ratio=filter_ratio,
+        reference=T.embed_arrays(model, x, t) if spec.uses_reference else None,
+        scoring_images=downsample(x, 2) if spec.factor > 1 else None,
+        adam_beta2=adam_beta2,
+    )
+    assert seen == [(0.9, want)]
+    assert recipe.adam_beta2(method, filter_ratio) == (want if adam_beta2 is None else 0.95)
+
+
+def test_adam_beta2_is_checked(small_data) -> None:
+    pool = small_data.pool
+    model = T.DualEncoder(T.ImageMLP(64, 8, 4), T.BagOfWords(34, 4), generator=0)
+    for bad, error in ((1.0, ValueError), (-0.1, ValueError), ("0.9", TypeError)):
+        with pytest.raises(error, match="adam_beta2"):
+            T.train(
+                model, pool.images[:100], pool.tokens[:100], steps=1, batch_size=8,
+                method="uniform", adam_beta2=bad,
+            )  # fmt: skip

@@ -58,7 +58,10 @@ A backend is a module with these functions (all arrays crossing the boundary are
        (or any selection that returns the same indices, e.g. a jitted one); train on
        ``idx[sel]``.
     3. One Adam step on the SigLIP loss of those ``b`` pairs at learning rate
-       ``learning_rate(t, config.steps, config)``.
+       ``learning_rate(t, config.steps, config)``. Flexi-JEST (``factor > 1``) co-trains the
+       low resolution: positions ``[::2]`` of ``sel`` train at full resolution and ``[1::2]``
+       on the pooled images (:func:`jestcore.adapters.recipe.flexi_split`), the loss being the
+       mean of the two halves' SigLIP losses (Algorithm 2 of the paper).
 
     After every step count ``s`` in :func:`eval_steps` (``0`` means before training), embed
     ``data.test`` and ``data.prompts`` and compute ``metrics = evaluate(test_emb,
@@ -81,8 +84,11 @@ The architecture and loss (both backends)
 * Loss: SigLIP, ``-(1/b) * sum_ij log sigmoid(z_ij * (exp(t) * <image_i, text_j> + bias))``
   with ``z_ij = +1`` on the diagonal and ``-1`` elsewhere; learnable ``t`` (init
   ``config.init_log_scale``) and ``bias`` (init ``config.init_bias``).
-* Optimizer: Adam (``config.learning_rate``, betas 0.9 / 0.999, eps 1e-8, no weight decay)
-  with linear warm-up and cosine decay to zero (:func:`learning_rate`).
+* Optimizer: Adam (``config.learning_rate``, betas 0.9 / ``beta2``, eps 1e-8, no weight decay)
+  with linear warm-up and cosine decay to zero (:func:`learning_rate`). ``beta2`` is
+  :func:`jestcore.adapters.recipe.adam_beta2`: 0.95 for the methods that filter (the paper's
+  Appendix A.2), 0.999 for uniform sampling and the reference. Selected pairs are never
+  re-weighted (A.3).
 * Initialization: the framework's standard dense initialization (PyTorch ``nn.Linear``
   default: uniform in ``+-1/sqrt(fan_in)``; embeddings ``N(0, 1)``), seeded by ``seed``.
 
@@ -90,11 +96,15 @@ Compute model
 -------------
 FLOPs per example of a forward pass are :func:`jestcore.adapters.demo.costs.mlp_flops` of the image
 MLP plus ``mlp_flops([vocab, embed_dim])`` for the bag-of-words text encoder; a learner step
-costs :func:`jestcore.adapters.demo.costs.step_flops` (scoring at the method's resolution, selection
-arithmetic, training ``3 b F``), see :func:`method_step_flops`. Reference embeddings of the pool
-are computed once per seed and cached: that pass (``pool_size * F_ref``) is charged as a
-one-time offset to every method that uses the reference. Training the reference is reported
-separately (it is reusable across runs).
+costs :func:`jestcore.adapters.demo.costs.step_flops` in the paper's convention
+(:data:`jestcore.adapters.demo.costs.CONVENTION`: scoring at the method's resolution, selection
+arithmetic, training ``2 b F`` when the scoring forward of the selected pairs is re-used, ``3 b
+F`` for uniform, Flexi co-training half at each resolution), see :func:`method_step_flops`.
+The trainers themselves recompute the selected pairs' forward pass, which is faster in wall
+clock at this scale (autograd through the scoring pass back-propagates all ``N`` rows).
+Reference embeddings of the pool are computed once per seed and cached: that pass
+(``pool_size * F_ref``) is charged as a one-time offset to every method that uses the
+reference. Training the reference is reported separately (it is reusable across runs).
 """
 
 from __future__ import annotations
@@ -138,6 +148,7 @@ __all__ = [
     "method_step_flops",
     "model_flops",
     "plot_curves",
+    "recipe_record",
     "reference_batch_indices",
     "run_demo",
     "select_sub_batch",
@@ -573,7 +584,9 @@ def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
     """FLOPs of one learner step of ``method`` (:func:`jestcore.adapters.demo.costs.step_flops`).
 
     The learner scores at the method's factor, the reference is cached, selection arithmetic
-    is counted, training costs ``3 * b * F``.
+    is counted; training re-uses the scoring forward when the learner scores at full
+    resolution (``2 * b * F``), Flexi-JEST trains half of ``b`` at each resolution
+    (:attr:`~jestcore.adapters.recipe.MethodSpec.co_training`), uniform costs ``3 * b * F``.
 
     Args:
         method: One of :data:`METHODS`.
@@ -594,14 +607,75 @@ def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
         reference_cached=True,
         embed_dim=config.embed_dim,
         n_chunks=config.n_chunks,
+        co_training=spec.co_training,
     )
+
+
+def recipe_record(config: DemoConfig) -> dict[str, Any]:
+    """What ``results.json`` records of the recipe (under ``config["recipe"]``).
+
+    Args:
+        config: The demo config.
+
+    Returns:
+        ``{"costs": the FLOP convention, "adam_beta2": {method: beta2}, "flexi_split": ...,
+        "reweighting": False}``.
+
+    Example:
+        >>> recipe_record(DemoConfig.quick())["adam_beta2"]
+        {'uniform': 0.999, 'jest': 0.95}
+    """
+    return {
+        "costs": costs.CONVENTION,
+        "adam_beta2": {m: recipe.adam_beta2(m, config.filter_ratio) for m in config.methods},
+        "flexi_split": "selected[::2] at full resolution, selected[1::2] at the scoring "
+        "resolution; loss = mean of the two halves' SigLIP losses",
+        "reweighting": False,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # The runner.
 
 
+class _LineBar:
+    """A progress "bar" for logs: one line per tenth of the work, no carriage returns."""
+
+    def __init__(self, total: int, desc: str, stream: Any) -> None:
+        self.total, self.desc, self.stream = max(1, total), desc, stream
+        self.n, self.postfix, self._tenths = 0, "", 0
+
+    def __enter__(self) -> _LineBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        tenths = min(10, self.n * 10 // self.total)
+        if tenths > self._tenths:
+            self._tenths = tenths
+            self._line()
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def _line(self) -> None:
+        tail = f" ({self.postfix})" if self.postfix else ""
+        print(f"{self.desc}: {self.n}/{self.total}{tail}", file=self.stream, flush=True)
+
+
 def _bar(total: int, desc: str, enabled: bool, position: int | None = None) -> Any:
+    """A tqdm bar on stderr when it is a terminal; plain lines otherwise (CI logs)."""
+    import sys
+
+    stream = sys.stderr
+    if enabled and not stream.isatty():
+        return _LineBar(total, desc, stream)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -687,7 +761,8 @@ def run_demo(
         config: The demo config (default :class:`DemoConfig`).
         backend: ``"torch"``, ``"jax"``, or a module following :class:`Trainer`.
         out: Folder to write ``results.json`` and ``curves.png`` to (created), or ``None``.
-        progress: Show tqdm progress bars (on stderr).
+        progress: Show progress on stderr: tqdm bars on a terminal, else one plain line per
+            tenth of each run (no carriage returns in CI logs).
         workers: Processes that train in parallel (at most the number of runs are used);
             ``1`` runs everything in this process. Workers are *spawned* and load the backend
             once each: call from under ``if __name__ == "__main__":`` in a script, and give
@@ -925,7 +1000,7 @@ def summarize(
     results: dict[str, Any] = {
         "target_accuracy": target,
         "methods": methods,
-        "config": config.as_dict(),
+        "config": {**config.as_dict(), "recipe": recipe_record(config)},
         "model_flops": {
             "forward_per_pair": model_flops(config),
             "forward_per_pair_4x4": model_flops(config, 2),

@@ -1,4 +1,4 @@
-"""The ``jestcore`` command line.
+"""The ``jestcore`` command line (bare ``jestcore`` prints the help; ``--version``).
 
 * ``jestcore demo``: the main job. Trains a reference and one learner per selection method on
   the embedded noisy digits data and reports who reaches uniform sampling's final accuracy
@@ -102,13 +102,46 @@ def _select_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    from jestcore.adapters.demo.app import BACKENDS, METHODS
+_DESCRIPTION = (
+    "jestcore: JEST data selection (Evans et al., arXiv 2406.17711). "
+    "'jestcore demo' trains SigLIP dual encoders on noisy digits under each selection method "
+    "and reports steps and FLOPs to uniform sampling's final accuracy; 'jestcore select-demo' "
+    "compares selections on one synthetic super-batch (no training)."
+)
 
-    parser = argparse.ArgumentParser(prog="jestcore", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        return f"{text} (default: {'off' if action.nargs == 0 else '%(default)s'})"
+
+
+def _defaults(name: str) -> str:
+    """``"default N; --quick M"`` of a demo config field (the options' defaults are ``None``)."""
+    from jestcore.adapters.demo.app import DemoConfig
+
+    full, quick = getattr(DemoConfig(), name), getattr(DemoConfig.quick(), name)
+    return f"default: {full}" + ("" if quick == full else f"; --quick: {quick}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from jestcore.adapters.demo.app import BACKENDS, METHODS, DemoConfig
+
+    import jestcore
+
+    formatter = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="jestcore", description=_DESCRIPTION, formatter_class=formatter
+    )
+    parser.add_argument("--version", action="version", version=f"jestcore {jestcore.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,select-demo}")
     demo = sub.add_parser(
         "demo",
+        formatter_class=formatter,
         help="train SigLIP dual encoders on noisy digits with uniform sampling, hard-learner, "
         "easy-reference, independent learnability, JEST and Flexi-JEST; report steps and FLOPs "
         "to uniform's final accuracy",
@@ -116,23 +149,47 @@ def _parser() -> argparse.ArgumentParser:
         "on the noisy pool; print a table and write OUT/results.json and OUT/curves.png. "
         "The default run takes a few minutes on 2 CPU cores.",
     )
-    demo.add_argument("--backend", choices=sorted(BACKENDS), default="torch")
-    demo.add_argument("--steps", type=int, default=None, help="learner steps (default 1500)")
-    demo.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3)")
+    demo.add_argument("--backend", choices=sorted(BACKENDS), default="torch", help="trainer")
     demo.add_argument(
-        "--filter-ratio", type=float, default=None, help="f: super-batch N = b/(1-f) (0.8)"
-    )
-    demo.add_argument("--batch-size", type=int, default=None, help="sub-batch b (default 64)")
-    demo.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-    demo.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=None, help="subset (uniform always runs)"
+        "--steps", type=int, default=None, help=f"learner steps ({_defaults('steps')})"
     )
     demo.add_argument(
-        "--corruption-rate", type=float, default=None, help="corrupted fraction of the pool (0.7)"
+        "--seeds", type=int, default=None, help=f"seeds per method ({_defaults('seeds')})"
     )
-    demo.add_argument("--out", default="demo-out", help="output folder (default ./demo-out)")
     demo.add_argument(
-        "--quick", action="store_true", help="a tiny run (uniform and jest, 2 seeds, 300 steps)"
+        "--filter-ratio",
+        type=float,
+        default=None,
+        help=f"f, the filtered fraction: super-batch N = b/(1-f) ({_defaults('filter_ratio')})",
+    )
+    demo.add_argument(
+        "--batch-size", type=int, default=None, help=f"sub-batch b ({_defaults('batch_size')})"
+    )
+    demo.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help=f"steps between evaluations ({_defaults('eval_every')})",
+    )
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=None,
+        help=f"methods to run, uniform always among them (default: all; --quick: "
+        f"{' '.join(DemoConfig.quick().methods)})",
+    )
+    demo.add_argument(
+        "--corruption-rate",
+        type=float,
+        default=None,
+        help=f"corrupted fraction of the pool (default: {DemoConfig().data.corruption_rate})",
+    )
+    demo.add_argument("--out", default="demo-out", help="output folder")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (uniform and jest, 2 seeds, 300 steps)",
     )
     demo.add_argument(
         "--workers",
@@ -140,20 +197,31 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="parallel training processes (default: the usable CPUs; 1: in this process)",
     )
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress (shown on stderr: bars on a terminal, plain lines otherwise)",
+    )
     demo.set_defaults(run=_demo)
 
     select = sub.add_parser(
         "select-demo",
+        formatter_class=formatter,
         help="compare uniform, independent and joint learnability selection on one synthetic "
         "super-batch with planted mismatched pairs (no training)",
+        description="Draw a synthetic super-batch with planted mismatched pairs and report what "
+        "uniform, independent and joint learnability selection keep of it.",
     )
     select.add_argument("--n", type=int, default=8192, help="super-batch size N")
     select.add_argument("--filter-ratio", type=float, default=0.8, help="fraction filtered out")
-    select.add_argument("--n-chunks", type=int, default=16)
-    select.add_argument("--mismatch-rate", type=float, default=0.3)
-    select.add_argument("--seeds", type=int, default=3)
-    select.add_argument("--out", default=None, help="folder to write synthetic.json to")
+    select.add_argument("--n-chunks", type=int, default=16, help="chunks of joint selection")
+    select.add_argument(
+        "--mismatch-rate", type=float, default=0.3, help="fraction of mismatched pairs"
+    )
+    select.add_argument("--seeds", type=int, default=3, help="super-batches (seeds) to average")
+    select.add_argument(
+        "--out", default=None, help="folder to write synthetic.json to (default: none, not written)"
+    )
     select.set_defaults(run=_select_demo)
     return parser
 
@@ -167,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare ``jestcore``: the help, and success
+        parser.print_help()
+        return 0
     return int(args.run(args))
 
 

@@ -1,6 +1,6 @@
 """Compute accounting for data selection: FLOPs per step, cumulative FLOPs, cost to a target.
 
-Framework-neutral (Python and NumPy only). The model follows the paper's compute accounting
+Framework-neutral (Python and NumPy only). The model is the paper's compute accounting
 (Evans et al., arXiv 2406.17711, Appendix A.4; walked through in docs/tutorials/cost-model.md):
 at every step the learner draws a super-batch of ``N = b / (1 - f)`` examples (the inverse of
 :func:`jestcore.sub_batch_size`), scores it, selects ``b`` and trains on them, so one step costs
@@ -10,13 +10,23 @@ at every step the learner draws a super-batch of ``N = b / (1 - f)`` examples (t
 * **reference scoring** ``N * F_ref`` (zero when reference embeddings are cached, or when the
   score does not use the reference);
 * **selection**: the arithmetic of turning embeddings into a selection (:func:`selection_flops`;
-  with tiny encoders it is not negligible, so it is counted);
-* **training** ``3 * b * F_train`` (forward plus backward, about twice the forward).
+  with tiny encoders it is not negligible, so it is counted; the paper's formulas leave it out);
+* **training** ``3 * b * F_train`` (forward plus backward, about twice the forward), less the
+  forward pass of the ``b`` selected examples when the learner scored them at the training
+  resolution: that pass is **re-used** for their gradient (the paper's convention), so training
+  costs ``2 * b * F_train``. Flexi-JEST scores at a low resolution (``F_score = A * F_train``)
+  and co-trains it: half the batch trains at full resolution and half at the low one, with no
+  re-use, ``3 * b * F_train * (0.5 + 0.5 A)``.
+
+So, without selection arithmetic and per trained example, uniform sampling costs ``3 F``,
+JEST ``F (2 + N/b)`` (2.33x uniform at ``f = 0.8``; ``F (2 + 2 N/b)``, 4x, when the reference
+is not cached) and Flexi-JEST ``3 F (0.5 + 0.5 A) + A F N / b`` (1.04-1.10x with
+``A = 0.25-0.28``): :data:`CONVENTION`. ``step_flops(..., reuse_scoring_forward=False)`` gives
+the accounting without re-use, for comparison.
 
 Conventions: a multiply-add is 2 FLOPs; every elementwise operation, including ``exp`` and
 ``log1p``, is 1 FLOP (so :data:`SOFTPLUS_FLOPS` = 6: ``max, abs, neg, exp, log1p, add``);
-comparisons, sorting, top-k and masking are not counted. The learner's scoring pass is not
-reused for training (it may run at another resolution, and selection happens in between).
+comparisons, sorting, top-k and masking are not counted.
 
 Example:
     >>> f = mlp_flops([64, 512, 32]) + mlp_flops([36, 32])  # image MLP + bag-of-words text
@@ -40,6 +50,7 @@ from jestcore._validation import check_int
 
 __all__ = [
     "AFFINE_FLOPS",
+    "CONVENTION",
     "SCORES",
     "SELECTIONS",
     "SOFTPLUS_FLOPS",
@@ -59,6 +70,13 @@ __all__ = [
 SOFTPLUS_FLOPS = 6
 #: FLOPs of turning a dot product into a sigmoid-loss logit, ``scale * x + bias``.
 AFFINE_FLOPS = 2
+
+#: The accounting convention, as results record it.
+CONVENTION = (
+    "paper A.4: training re-uses the scoring forward of the selected examples (JEST F(2 + N/b) "
+    "per trained example); Flexi-JEST trains half at full and half at low resolution without "
+    "re-use (3F(0.5 + 0.5A) + A F N/b); selection arithmetic counted on top"
+)
 
 #: Scores and the models they use, as (uses the learner, uses the reference).
 SCORES: dict[str, tuple[bool, bool]] = {
@@ -214,7 +232,9 @@ class StepFlops:
         learner_scoring: ``N * F_score``, or 0 when the score does not use the learner.
         reference_scoring: ``N * F_ref``, or 0 when cached or unused.
         selection: :func:`selection_flops`, or 0 for uniform sampling.
-        training: ``3 * b * F_train``.
+        training: Forward and backward of the trained examples: ``3 * b * F_train``, or
+            ``2 * b * F_train`` when the scoring forward is re-used, or Flexi co-training's
+            ``3 * b * ((1 - c) F_train + c F_score)``.
     """
 
     super_batch: int
@@ -251,6 +271,8 @@ def step_flops(
     embed_dim: int | None = None,
     reference_dim: int | None = None,
     n_chunks: int = 16,
+    co_training: float = 0.0,
+    reuse_scoring_forward: bool | None = None,
 ) -> StepFlops:
     """FLOPs of one learner step of a selection method (Appendix A.4 of the paper).
 
@@ -258,7 +280,7 @@ def step_flops(
     ``score=None``; ``hard_learner``, ``easy_reference`` and ``jest`` are those scores with
     ``"joint_streaming"`` selection (``jest`` uses ``"learnability"``); ``independent`` is
     ``"learnability"`` with an independent selection; ``flexi_jest`` is ``jest`` with
-    ``score_flops`` of the learner at the low scoring resolution.
+    ``score_flops`` of the learner at the low scoring resolution and ``co_training=0.5``.
 
     Args:
         batch_size: The sub-batch size ``b`` trained on per step (>= 1).
@@ -278,6 +300,14 @@ def step_flops(
         embed_dim: The learner's embedding width; needed when the score uses the learner.
         reference_dim: The reference's embedding width; ``None`` means ``embed_dim``.
         n_chunks: Chunks of joint selection.
+        co_training: The fraction ``c`` of the ``b`` trained examples trained at the scoring
+            resolution (``score_flops``), in ``[0, 1)``: 0.5 for Flexi-JEST.
+        reuse_scoring_forward: Whether training re-uses the learner's scoring forward pass of
+            the selected examples (training ``2 * b * F_train``). ``None`` (the default, the
+            paper's convention): when the score uses the learner at the training resolution
+            (``score_flops`` is ``None`` or equal to ``train_flops``) and ``co_training`` is
+            0. ``False``: never (the accounting without re-use). ``True`` needs those
+            conditions.
 
     Returns:
         The step's :class:`StepFlops`.
@@ -289,6 +319,9 @@ def step_flops(
     Example:
         >>> step_flops(batch_size=64, train_flops=100, score=None).total
         19200.0
+        >>> jest = step_flops(batch_size=64, train_flops=100, embed_dim=8)
+        >>> (jest.learner_scoring + jest.training) / 19200  # F (2 + N/b) / 3F
+        2.3333333333333335
     """
     b = check_int("batch_size", batch_size, low=1)
     f_train = check_real("train_flops", train_flops, low=0.0)
@@ -296,13 +329,27 @@ def step_flops(
     f_ref = check_real("reference_flops", reference_flops, low=0.0)
     if not isinstance(reference_cached, bool):
         raise TypeError(f"reference_cached must be a bool, got {reference_cached!r}")
-    training = 3.0 * b * f_train
+    co = check_real("co_training", co_training, low=0.0, high=1.0)
+    if reuse_scoring_forward is not None and not isinstance(reuse_scoring_forward, bool):
+        raise TypeError(
+            f"reuse_scoring_forward must be a bool or None, got {reuse_scoring_forward!r}"
+        )
     if score is None:
         super_batch_size(b, filter_ratio)  # validate it all the same
-        return StepFlops(b, 0.0, 0.0, 0.0, training)
+        if reuse_scoring_forward or co:
+            raise ValueError("uniform sampling (score=None) neither scores nor co-trains")
+        return StepFlops(b, 0.0, 0.0, 0.0, 3.0 * b * f_train)
     if score not in SCORES:
         raise ValueError(f"score must be one of {[*SCORES, None]}, got {score!r}")
     uses_learner, uses_reference = SCORES[score]
+    can_reuse = uses_learner and f_score == f_train and co == 0.0
+    if reuse_scoring_forward and not can_reuse:
+        raise ValueError(
+            "reuse_scoring_forward=True needs a score that uses the learner, scoring at the "
+            "training resolution (score_flops None or train_flops), and co_training=0"
+        )
+    reuse = can_reuse if reuse_scoring_forward is None else reuse_scoring_forward
+    training = 3.0 * b * ((1.0 - co) * f_train + co * f_score) - (b * f_train if reuse else 0.0)
     n = super_batch_size(b, filter_ratio)
     if reference_dim is None:
         reference_dim = embed_dim

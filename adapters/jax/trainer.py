@@ -281,6 +281,9 @@ class TrainConfig:
         warmup_fraction: Fraction of ``steps`` of linear warm-up (at least one step).
         init_log_scale: Initial log of the SigLIP temperature.
         init_bias: Initial SigLIP bias.
+        adam_beta2: Adam's ``beta2``; ``None`` (the default) means
+            :func:`jestcore.adapters.recipe.adam_beta2`: 0.95 when the method filters
+            (``f > 0``, the paper's Appendix A.2), 0.999 otherwise. See :attr:`beta2`.
     """
 
     steps: int
@@ -292,6 +295,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     init_log_scale: float = math.log(10.0)
     init_bias: float = -10.0
+    adam_beta2: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "n_chunks"):
@@ -306,6 +310,19 @@ class TrainConfig:
         recipe.check_real("learning_rate", self.learning_rate, low=0.0)
         recipe.check_real("init_log_scale", self.init_log_scale)
         recipe.check_real("init_bias", self.init_bias)
+        if self.adam_beta2 is not None:
+            recipe.check_real("adam_beta2", self.adam_beta2, low=0.0, high=1.0)
+        if self.spec.factor > 1 and self.batch_size < 2:
+            raise ValueError(
+                f"method {self.method!r} co-trains two halves: batch_size must be >= 2"
+            )
+
+    @property
+    def beta2(self) -> float:
+        """Adam's ``beta2`` of the run: ``adam_beta2``, or the method's default."""
+        if self.adam_beta2 is not None:
+            return float(self.adam_beta2)
+        return recipe.adam_beta2(self.method, self.filter_ratio)
 
     @property
     def spec(self) -> recipe.MethodSpec:
@@ -398,12 +415,16 @@ class SigLIPTrainer:
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
-        """Adam (betas 0.9 / 0.999, eps 1e-8) on :func:`learning_rate_schedule`."""
+        """Adam (betas 0.9 / ``config.beta2``, eps 1e-8) on :func:`learning_rate_schedule`.
+
+        ``beta2`` is 0.95 when the method filters and 0.999 otherwise, unless the config sets
+        it (:attr:`TrainConfig.beta2`); selected examples are never re-weighted.
+        """
         c = self.config
         return optax.adam(
             learning_rate_schedule(c.learning_rate, c.steps, c.warmup_steps),
-            b1=0.9,
-            b2=0.999,
+            b1=recipe.ADAM_BETA1,
+            b2=c.beta2,
             eps=1e-8,
         )
 
@@ -455,10 +476,13 @@ class SigLIPTrainer:
         """
         return _pair_embeddings(self.model, params, images, tokens, factor)
 
-    def loss(self, params: Any, images: Any, tokens: Any, /) -> Any:
-        """The SigLIP loss of a batch of pairs (:func:`siglip_loss`), pure and jittable."""
+    def loss(self, params: Any, images: Any, tokens: Any, /, *, factor: int = 1) -> Any:
+        """The SigLIP loss of a batch of pairs (:func:`siglip_loss`), pure and jittable.
+
+        ``images`` are pooled by ``factor`` when ``factor > 1`` (Flexi co-training).
+        """
         return siglip_loss(
-            _embed_images(self.model, params, images, 1),
+            _embed_images(self.model, params, images, factor),
             _embed_texts(self.model, params, tokens),
             params["log_scale"],
             params["bias"],
@@ -508,6 +532,13 @@ class SigLIPTrainer:
     ) -> tuple[TrainState, StepInfo]:
         """One step: score and select within ``rows``, then one Adam step (pure, jittable).
 
+        Flexi-JEST (a method with ``factor > 1``, Algorithm 2 of the paper) trains the selected
+        rows ``[::2]`` at full resolution and ``[1::2]`` on ``data["pooled"]``
+        (:func:`jestcore.adapters.recipe.flexi_split`); the loss is the mean of the two halves'
+        SigLIP losses, so the low-resolution path that scores is co-trained. The scoring
+        forward pass is not re-used for the gradient (a VJP through all ``N`` rows costs more
+        than a forward pass of the ``b`` selected ones).
+
         Args:
             state: The current state.
             data: ``{"images", "tokens"}`` (and ``"pooled"`` for Flexi) arrays of all training
@@ -522,8 +553,24 @@ class SigLIPTrainer:
         """
         positions, selection = self.select(state, data, reference, rows)
         trained = jnp.take(rows, positions, axis=0)
-        batch = gather({"images": data["images"], "tokens": data["tokens"]}, trained)
-        loss, grads = jax.value_and_grad(self.loss)(state.params, batch["images"], batch["tokens"])
+        factor = self.config.spec.factor
+        if factor > 1:
+            full, low = recipe.flexi_split(self.config.batch_size)
+            hi = gather({"images": data["images"], "tokens": data["tokens"]}, trained[full])
+            lo = gather({"images": data["pooled"], "tokens": data["tokens"]}, trained[low])
+
+            def loss_fn(params: Any) -> Any:
+                high_loss = self.loss(params, hi["images"], hi["tokens"])
+                low_loss = self.loss(params, lo["images"], lo["tokens"], factor=factor)
+                return 0.5 * (high_loss + low_loss)
+
+        else:
+            batch = gather({"images": data["images"], "tokens": data["tokens"]}, trained)
+
+            def loss_fn(params: Any) -> Any:
+                return self.loss(params, batch["images"], batch["tokens"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, selection), StepInfo(loss, trained.astype(jnp.int32))

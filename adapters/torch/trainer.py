@@ -336,6 +336,7 @@ def train(
     batches: Callable[[int], np.ndarray] | None = None,
     evaluate_every: int | None = None,
     evaluate: Callable[[nn.Module, int], Any] | None = None,
+    adam_beta2: float | None = None,
 ) -> list[tuple[int, Any]]:
     """Trains a SigLIP dual encoder on arrays, sampling uniformly or selecting with JEST.
 
@@ -346,6 +347,18 @@ def train(
     :func:`jestcore.adapters.torch.select_batch` (the method's score and chunks, see
     :class:`jestcore.adapters.recipe.MethodSpec`) and takes one Adam step on their SigLIP loss,
     at the rate of :func:`learning_rate_scheduler` (linear warm-up, cosine decay to zero).
+    Adam's betas are ``(0.9, adam_beta2)``, by default 0.95 when the method filters and 0.999
+    otherwise (:func:`jestcore.adapters.recipe.adam_beta2`, the paper's Appendix A.2); selected
+    rows are never re-weighted (A.3).
+
+    Flexi-JEST (``"flexi_jest"``, Algorithm 2 of the paper) scores with ``scoring_images``
+    and co-trains that low resolution: of the ``b`` selected rows, ``[::2]`` train on
+    ``images`` and ``[1::2]`` on ``scoring_images`` (:func:`jestcore.adapters.recipe.flexi_split`),
+    and the loss is the mean of the two halves' SigLIP losses.
+
+    The scoring pass is not re-used for the selected rows' gradient: autograd would
+    back-propagate through the whole super-batch (``N`` rows, the unselected with zero
+    gradients), which costs more than a fresh forward of the ``b`` selected rows.
     The model is updated in place; the arrays stay where they are (e.g. CPU) and each step's
     rows are moved to the model's device.
 
@@ -368,13 +381,17 @@ def train(
         warmup_fraction: Fraction of ``steps`` of linear warm-up.
         seed: Seed of the super-batches (unless ``batches`` is given) and of the selection.
         scoring_images: The images the learner scores with (e.g. pooled, for Flexi scoring);
-            ``None`` means ``images``. Needed (``None`` is refused) for ``flexi_jest``.
+            ``None`` means ``images``. Needed (``None`` is refused) for ``flexi_jest``, which
+            also trains half of each batch on them.
         example_ids: ``(n,)`` stable integer ids of the rows, to look them up in an
             :class:`~jestcore.adapters.torch.EmbeddingCache` ``reference``.
         batches: ``batches(step)`` gives the step's super-batch rows (``N`` distinct ints, in
             random order); default: a fresh uniform draw per step from ``seed``.
         evaluate_every: Call ``evaluate`` at step 0, every this many steps and after the last.
         evaluate: ``evaluate(model, step)``; its return values are collected.
+        adam_beta2: Adam's ``beta2``; ``None`` means
+            :func:`jestcore.adapters.recipe.adam_beta2` ``(method, filter_ratio)``: 0.95 when
+            the method filters (``f > 0``), 0.999 otherwise.
 
     Returns:
         The list of ``(step, evaluate(model, step))``; empty without ``evaluate``.
@@ -391,6 +408,11 @@ def train(
         raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
     seed = v.check_int("seed", seed, low=0)
     recipe.check_real("learning_rate", learning_rate, low=0.0)
+    if spec.factor > 1 and batch_size < 2:
+        raise ValueError(f"method {method!r} co-trains two halves: batch_size must be >= 2")
+    beta2 = recipe.adam_beta2(method, filter_ratio)
+    if adam_beta2 is not None:
+        beta2 = recipe.check_real("adam_beta2", adam_beta2, low=0.0, high=1.0)
     if evaluate_every is not None:
         v.check_int("evaluate_every", evaluate_every, low=1)
     super_batch = recipe.super_batch_size(batch_size, filter_ratio)
@@ -423,7 +445,9 @@ def train(
     every = evaluate_every or steps
     checkpoints = set(recipe.eval_steps(steps, every)) if evaluate is not None else set()
     history: list[tuple[int, Any]] = []
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=learning_rate, betas=(recipe.ADAM_BETA1, beta2)
+    )
     scheduler = learning_rate_scheduler(
         optimizer, total_steps=steps, warmup_fraction=warmup_fraction
     )
@@ -463,7 +487,14 @@ def train(
                 seed=int(jestcore.fold_in(seed, step)),
             ).indices
             chosen = rows[sel.cpu()]
-        loss = siglip_loss(model(x[chosen].to(device), t[chosen].to(device)))
+        if spec.factor > 1:
+            full, low = recipe.flexi_split(batch_size)
+            loss = 0.5 * (
+                siglip_loss(model(x[chosen[full]].to(device), t[chosen[full]].to(device)))
+                + siglip_loss(model(score_x[chosen[low]].to(device), t[chosen[low]].to(device)))
+            )
+        else:
+            loss = siglip_loss(model(x[chosen].to(device), t[chosen].to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -66,9 +66,7 @@ def test_page_selects_a_quarter_from_open_clip_outputs(page):
 def test_unnormalised_encode_image_output_warns(page):
     model = page["OpenCLIPLike"]()
     with torch.no_grad():
-        raw = (
-            model.encode_image(page["images"]),
-            model.encode_text(page["captions"], normalize=True),
-        )
+        image = model.encode_image(page["images"])  # open_clip's encode_image: not normalised
+        text = model.encode_text(page["captions"], normalize=True)
     with pytest.warns(UserWarning, match=r"output\[0\] is not L2-normalised"):
         pair_embeddings((image, text, model.logit_scale.exp()))

@@ -162,7 +162,7 @@ def _check_values(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> None
 def pair_embeddings(output: Any, /, *, model: Any = None) -> jestcore.PairEmbeddings:
     """A contrastive model's forward output as :class:`~jestcore.PairEmbeddings`.
 
-    Reads (see the table in :mod:`jestcore.adapters.torch.outputs`):
+    Reads:
 
     * a :class:`~jestcore.PairEmbeddings`: checked and returned as is;
     * an open_clip output: the tuple ``(image_features, text_features, logit_scale)`` or

@@ -217,3 +217,12 @@ def test_the_warning_is_shown_once_per_call_site():
         pair_embeddings((2 * unit(), unit(), 10.0))  # another line: shown again
     assert [w.category for w in caught] == [NotNormalizedWarning] * 2
     assert all(w.filename == __file__ for w in caught)  # attributed to the caller's line
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from jestcore.adapters.torch import outputs
+
+    result = doctest.testmod(outputs, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -5,11 +5,12 @@ Runs the page's code (tiny random-weight models, no downloads) and checks what i
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
-from jestcore.adapters.torch import select_batch
+from jestcore.adapters.torch import JESTSelector, select_batch
 from recipe_pages import run_page
 
 import jestcore
@@ -74,3 +75,48 @@ def test_hf_trainer_selects_every_step(page):
     assert trainer.state.global_step == 3 and page["hf_selector"].step == 3
     assert math.isfinite(result.training_loss)
     assert trained(trainer.model, page["tiny_siglip"](0))
+
+
+class Recording(JESTSelector):
+    """A selector that keeps the indices it selected at each step."""
+
+    def __init__(self):
+        super().__init__(filter_ratio=0.75, n_chunks=4, seed=0)
+        self.picks = []
+
+    def select(self, *args, **kwargs):
+        sub = super().select(*args, **kwargs)
+        self.picks.append(sub.indices.tolist())
+        return sub
+
+    __call__ = select
+
+
+@pytest.fixture(scope="module")
+def interrupted(page, tmp_path_factory):
+    """An uninterrupted 4-step run's picks, and a 2-step run's picks and checkpoint folder."""
+    cwd = tmp_path_factory.mktemp("hf-resume")
+    full, first = Recording(), Recording()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        page["jest_trainer"]("full", max_steps=4, selector=full).train()
+        page["jest_trainer"]("cut", max_steps=2, selector=first).train()
+    assert first.picks == full.picks[:2]
+    return full.picks, cwd
+
+
+@pytest.mark.parametrize("load_state", [True, False])
+def test_hf_trainer_resumes_selecting_exactly(page, interrupted, monkeypatch, load_state):
+    """With the page's SaveSelector state the resumed run selects as the uninterrupted one;
+    without it (the check can fail) it starts again from step 0's seed."""
+    full_picks, cwd = interrupted
+    monkeypatch.chdir(cwd)
+    resumed = Recording()
+    checkpoint = cwd / "cut" / "checkpoint-2"
+    if load_state:
+        resumed.load_state_dict(json.loads((checkpoint / "jest_selector.json").read_text()))
+    output_dir = f"resumed-{load_state}"  # each resumed run writes its own checkpoints
+    trainer = page["jest_trainer"](output_dir, max_steps=4, selector=resumed)
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert len(resumed.picks) == 2
+    assert (resumed.picks == full_picks[2:]) is load_state

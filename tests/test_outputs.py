@@ -226,3 +226,11 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(outputs, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_float64_unit_rows_do_not_warn():
+    """Norms are checked in the embeddings' precision: float64 rows rounded to float32 would
+    differ from 1 by ~1e-7, above float64's tolerance of 6e-8."""
+    image = unit(n=1024, d=512, dtype=torch.float64)
+    assert (torch.linalg.vector_norm(image.float(), dim=1) - 1).abs().max() > 6e-8
+    pair_embeddings((image, image, 10.0))

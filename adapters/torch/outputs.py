@@ -126,8 +126,16 @@ def _unpack(output: Any, model: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     )
 
 
-def _check_values(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> None:
-    """Refuses a non-positive or non-finite scale or bias; warns on non-unit-norm rows."""
+def _norm_deviation(x: torch.Tensor) -> torch.Tensor:
+    """``max |‖row‖ - 1|`` of ``x``, computed in float32 at least, as a float32 0-d tensor."""
+    norms = torch.linalg.vector_norm(
+        x.detach(), dim=1, dtype=torch.promote_types(x.dtype, torch.float32)
+    )
+    return (norms - 1).abs().max().float()
+
+
+def _checked(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> jestcore.PairEmbeddings:
+    """``pair`` with 0-d tensor scale and bias, checked; warns on non-unit-norm rows."""
     image, text = _embeddings(names[0], pair.image), _embeddings(names[1], pair.text)
     if image.shape[0] != text.shape[0]:
         raise ValueError(
@@ -135,9 +143,7 @@ def _check_values(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> None
             f"{tuple(image.shape)} and {tuple(text.shape)}"
         )
     scale, bias = _scalar(names[2], pair.scale, image), _scalar(names[3], pair.bias, image)
-    deviation = [
-        (torch.linalg.vector_norm(x.detach().float(), dim=1) - 1).abs().max() for x in (image, text)
-    ]
+    deviation = [_norm_deviation(x) for x in (image, text)]
     values = torch.stack([scale.float(), bias.float(), *deviation]).cpu().tolist()  # one sync
     if not (math.isfinite(values[0]) and values[0] > 0):
         raise ValueError(
@@ -157,6 +163,7 @@ def _check_values(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> None
                 NotNormalizedWarning,
                 stacklevel=3,
             )
+    return jestcore.PairEmbeddings(image, text, scale, bias)
 
 
 def pair_embeddings(output: Any, /, *, model: Any = None) -> jestcore.PairEmbeddings:
@@ -205,13 +212,7 @@ def pair_embeddings(output: Any, /, *, model: Any = None) -> jestcore.PairEmbedd
         (10.0, 0.0)
     """
     if isinstance(output, jestcore.PairEmbeddings):
-        names = tuple(f"output.{f}" for f in jestcore.PairEmbeddings._fields)
-        _check_values(names, output)
+        _checked(tuple(f"output.{f}" for f in jestcore.PairEmbeddings._fields), output)
         return output
-    names, (image, text, scale, bias) = _unpack(output, model)
-    image, text = _embeddings(names[0], image), _embeddings(names[1], text)
-    pair = jestcore.PairEmbeddings(
-        image, text, _scalar(names[2], scale, image), _scalar(names[3], bias, image)
-    )
-    _check_values(names, pair)
-    return pair
+    names, values = _unpack(output, model)
+    return _checked(names, jestcore.PairEmbeddings(*values))

@@ -5,6 +5,8 @@
   selected sub-batch and its indices.
 * :class:`JESTSelector`: the same in a training loop, with per-step seeds, uniform warm-up,
   ``state_dict()`` / ``load_state_dict()`` for exact resumption, and logging statistics.
+* :func:`pair_embeddings`: a contrastive model's forward output (open_clip, Hugging Face
+  transformers ``SiglipOutput`` / ``CLIPOutput``) as :class:`~jestcore.PairEmbeddings`.
 * :func:`score_forward`: a model's inference pass over a super-batch in micro-batches, with a
   hook for a cheaper scoring forward (Flexi).
 * :func:`precompute_reference_embeddings` and :class:`EmbeddingCache`: the frozen reference's
@@ -24,6 +26,7 @@ from jestcore.adapters.torch.cache import (
     precompute_reference_embeddings,
 )
 from jestcore.adapters.torch.distributed import exchange_selected
+from jestcore.adapters.torch.outputs import NotNormalizedWarning, pair_embeddings
 from jestcore.adapters.torch.scoring import score_forward
 from jestcore.adapters.torch.selection import JESTSelector, SelectedBatch, select_batch
 from jestcore.adapters.torch.trainer import (
@@ -47,12 +50,14 @@ __all__ = [
     "EmbeddingCache",
     "ImageMLP",
     "JESTSelector",
+    "NotNormalizedWarning",
     "SelectedBatch",
     "batch_size_of",
     "concat_batches",
     "embed_arrays",
     "exchange_selected",
     "model_fingerprint",
+    "pair_embeddings",
     "precompute_reference_embeddings",
     "score_forward",
     "select_batch",

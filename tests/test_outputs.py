@@ -1,0 +1,236 @@
+"""jestcore.adapters.torch.pair_embeddings: open_clip, Hugging Face and PairEmbeddings outputs."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from jestcore.adapters.torch import NotNormalizedWarning, pair_embeddings, select_batch
+from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
+
+import jestcore
+
+N, D = 6, 8
+TEXT = dict(
+    vocab_size=100,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=16,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+VISION = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def unit(n=N, d=D, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1).to(dtype)
+
+
+def hf_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "input_ids": torch.randint(3, 100, (N, 8), generator=g),
+        "pixel_values": torch.randn(N, 3, 32, 32, generator=g),
+    }
+
+
+@pytest.fixture(scope="module")
+def siglip():
+    torch.manual_seed(0)
+    model = SiglipModel(SiglipConfig(text_config=TEXT, vision_config=VISION)).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    return model
+
+
+def test_pair_embeddings_is_returned_as_is():
+    pair = jestcore.PairEmbeddings(unit(), unit(seed=1), 10.0, -10.0)
+    assert pair_embeddings(pair) is pair
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_open_clip_tuple(with_bias):
+    image, text = unit(), unit(seed=1)
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+    output = (image, text, log_scale.exp()) + ((torch.tensor(-10.0),) if with_bias else ())
+    pair = pair_embeddings(output)
+    assert pair.image is image and pair.text is text
+    assert pair.scale.shape == () and pair.bias.shape == ()
+    assert not pair.scale.requires_grad  # detached: selection never back-propagates
+    assert pair.scale.item() == pytest.approx(10.0, rel=1e-6)
+    assert pair.bias.item() == (-10.0 if with_bias else 0.0)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_open_clip_dict(with_bias):
+    output = {
+        "image_features": unit(),
+        "text_features": unit(seed=1),
+        "logit_scale": torch.tensor(10.0),
+    }
+    if with_bias:
+        output["logit_bias"] = torch.tensor([-10.0])  # open_clip SigLIP keeps it 1-element
+    pair = pair_embeddings(output)
+    assert pair.image is output["image_features"] and pair.text is output["text_features"]
+    assert (pair.scale.item(), pair.bias.item()) == (10.0, -10.0 if with_bias else 0.0)
+    assert pair.bias.shape == ()
+
+
+def test_hf_siglip_output_reproduces_hf_logits(siglip):
+    with torch.no_grad():
+        out = siglip(**hf_inputs())
+    pair = pair_embeddings(out, model=siglip)
+    assert pair.scale.item() == pytest.approx(10.0, rel=1e-6)
+    assert pair.bias.item() == -10.0
+    assert pair.scale.shape == () and not pair.scale.requires_grad
+    logits = pair.text @ pair.image.T * pair.scale + pair.bias
+    torch.testing.assert_close(logits, out.logits_per_text, rtol=1.4e-3, atol=1e-5)
+
+
+def test_hf_clip_output_has_no_bias():
+    torch.manual_seed(0)
+    vision = {k: v for k, v in VISION.items()}
+    model = CLIPModel(CLIPConfig(text_config=TEXT, vision_config=vision)).eval()
+    with torch.no_grad():
+        out = model(**hf_inputs())
+    pair = pair_embeddings(out, model=model)
+    assert pair.bias.item() == 0.0
+    assert pair.scale.item() == pytest.approx(math.exp(model.logit_scale.item()), rel=1e-6)
+    logits = pair.text @ pair.image.T * pair.scale
+    torch.testing.assert_close(logits, out.logits_per_text, rtol=1.4e-3, atol=1e-5)
+
+
+def test_hf_output_needs_the_model(siglip):
+    with torch.no_grad():
+        out = siglip(**hf_inputs())
+    with pytest.raises(TypeError, match=r"SiglipOutput needs model=.*log space"):
+        pair_embeddings(out)
+    with pytest.raises(TypeError, match=r"model must be the Hugging Face model.*got Linear"):
+        pair_embeddings(out, model=torch.nn.Linear(2, 2))
+
+
+def test_hf_model_wrapped_like_ddp_or_compile(siglip):
+    with torch.no_grad():
+        out = siglip(**hf_inputs())
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    expected = pair_embeddings(out, model=siglip)
+    got = pair_embeddings(out, model=Wrapper(siglip))
+    assert (got.scale.item(), got.bias.item()) == (expected.scale.item(), expected.bias.item())
+
+
+def test_log_space_scale_changes_the_selection(siglip):
+    """The reason for model=: HF's raw logit_scale as the scale selects another sub-batch."""
+    with torch.no_grad():
+        siglip.logit_scale.fill_(math.log(30.0))
+        out = siglip(**hf_inputs())
+    right = pair_embeddings(out, model=siglip)
+    wrong = right._replace(scale=siglip.logit_scale.detach().reshape(()))
+    torch.manual_seed(1)
+    ref = jestcore.PairEmbeddings(unit(seed=3, d=16), unit(seed=4, d=16), 10.0, -10.0)
+    picks = {
+        name: select_batch(torch.arange(N), learner, ref, batch_size=2, n_chunks=1, seed=0).indices
+        for name, learner in (("right", right), ("wrong", wrong))
+    }
+    assert right.scale.item() == pytest.approx(30.0, rel=1e-5)
+    assert picks["right"].tolist() != picks["wrong"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("output", "received"),
+    [
+        (torch.randn(N, D), "Tensor"),
+        ({"image_embeds": torch.randn(N, D)}, "dict"),
+        ((unit(), unit()), "tuple of length 2"),
+        (tuple(unit() for _ in range(6)), r"tuple of length 6 \(HF return_dict=False"),
+        ("siglip", "str"),
+    ],
+)
+def test_anything_else_is_refused_with_a_hint(output, received):
+    with pytest.raises(TypeError, match=rf"cannot read a .*{received}.*PairEmbeddings.*model="):
+        pair_embeddings(output)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, math.nan, math.inf, torch.tensor(-2.0)])
+def test_a_non_positive_or_non_finite_scale_is_refused(scale):
+    with pytest.raises(ValueError, match=r"output\[2\] must be a positive finite.*log space"):
+        pair_embeddings((unit(), unit(), scale))
+
+
+def test_bad_bias_and_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"output\[3\] must be finite, got nan"):
+        pair_embeddings((unit(), unit(), 10.0, math.nan))
+    with pytest.raises(ValueError, match=r"output\['logit_scale'\] must be a scalar"):
+        pair_embeddings(
+            {"image_features": unit(), "text_features": unit(), "logit_scale": torch.ones(2)}
+        )
+    with pytest.raises(ValueError, match=r"output\[0\] must be \(N, d\)"):
+        pair_embeddings((torch.ones(N), unit(), 10.0))
+    with pytest.raises(ValueError, match=r"same N pairs.*\(6, 8\) and \(5, 8\)"):
+        pair_embeddings((unit(), unit(n=5), 10.0))
+    with pytest.raises(TypeError, match=r"output\[1\] must have a floating dtype"):
+        pair_embeddings((unit(), torch.ones(N, D, dtype=torch.int64), 10.0))
+    with pytest.raises(TypeError, match=r"output\[2\] must be a float or a 0-d tensor"):
+        pair_embeddings((unit(), unit(), "10"))
+
+
+def test_non_unit_norm_warns():
+    assert issubclass(NotNormalizedWarning, UserWarning)
+    with pytest.warns(NotNormalizedWarning, match=r"output\['text_features'\] is not L2-norm"):
+        pair_embeddings(
+            {"image_features": unit(), "text_features": 3 * unit(), "logit_scale": 10.0}
+        )
+    with pytest.warns(NotNormalizedWarning, match=r"output.image is not L2-normalised"):
+        pair_embeddings(jestcore.PairEmbeddings(unit() * 0.5, unit(), 10.0, 0.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_unit_norm_does_not_warn(dtype):
+    pair = pair_embeddings((unit(n=64, d=256, dtype=dtype), unit(dtype=dtype, d=256, n=64), 10.0))
+    assert pair.scale.dtype == dtype  # a Python number takes the embeddings' dtype and device
+
+
+def test_the_warning_is_shown_once_per_call_site():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's default: once per location
+        for _ in range(3):
+            pair_embeddings((2 * unit(), unit(), 10.0))
+        pair_embeddings((2 * unit(), unit(), 10.0))  # another line: shown again
+    assert [w.category for w in caught] == [NotNormalizedWarning] * 2
+    assert all(w.filename == __file__ for w in caught)  # attributed to the caller's line
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from jestcore.adapters.torch import outputs
+
+    result = doctest.testmod(outputs, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_float64_unit_rows_do_not_warn():
+    """Norms are checked in the embeddings' precision: float64 rows rounded to float32 would
+    differ from 1 by ~1e-7, above float64's tolerance of 6e-8."""
+    image = unit(n=1024, d=512, dtype=torch.float64)
+    assert (torch.linalg.vector_norm(image.float(), dim=1) - 1).abs().max() > 6e-8
+    pair_embeddings((image, image, 10.0))

@@ -5,6 +5,8 @@ Runs the page's code and checks what it did.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from recipe_pages import run_page
@@ -13,7 +15,10 @@ from recipe_pages import run_page
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("dataloader")  # the reference cache lands here
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        # Other tests of this session import JAX, which warns at every fork; a user's PyTorch
+        # process has no JAX threads, and the workers here touch none.
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
         mp.chdir(cwd)
         return run_page("dataloader.md")
 

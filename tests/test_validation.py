@@ -63,7 +63,10 @@ def mesh1():
 
 # Public entry points, by kind of call; a test below checks that the matrix covers every name.
 SPEC_CALLABLES = {n for n in jestcore.__all__ if n != "PairEmbeddings"}
-ADAPTER_CALLABLES = {n for n in jj.__all__ if n not in ("SCOPES", "SelectionState")}
+# EmbeddingCache reads files, not arrays: its bad input is tested in tests/test_jax_cache.py.
+ADAPTER_CALLABLES = {
+    n for n in jj.__all__ if n not in ("SCOPES", "SelectionState", "EmbeddingCache")
+}
 
 
 # ----------------------------------------------------------------------------- seeds

@@ -39,7 +39,7 @@ class SelectionState(NamedTuple):
     step: Any
 
     def step_seed(self) -> Any:
-        """The seed of the current step's selection, ``fold_in(seed, step)`` (0-d int32)."""
+        """The seed of the current step's selection, ``fold_in(seed, step)`` (0-d uint32)."""
         return fold_in(self.seed, self.step)
 
     def next(self) -> SelectionState:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import subprocess
-import sys
-import textwrap
 
 import array_api_compat
 import numpy as np
 import pytest
+from children import run_python
 from hypothesis import given
 from hypothesis import strategies as st
 from jestcore.backends import BACKEND_NAMES, get_backend, get_backend_module
@@ -176,18 +174,6 @@ def test_is_lazy():
     f(jnp.zeros(3))
     assert seen == [True]
     assert get_backend(jnp).is_lazy(jnp.zeros(3)) is False
-
-
-def run_python(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_get_backend_imports_no_framework_that_was_not_imported():

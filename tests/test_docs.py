@@ -27,6 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from children import run_ok
 
 import jestcore
 
@@ -253,15 +254,8 @@ class _Assets(HTMLParser):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
+    build = ["-m", "mkdocs", "build", "--strict", "--quiet", "-d", out]
+    run_ok(build, cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"})
     return out
 
 

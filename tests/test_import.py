@@ -5,27 +5,12 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
-import subprocess
-import sys
-import textwrap
 
 import jestcore.backends
 import pytest
+from children import run_python
 
 import jestcore
-
-
-def run_python(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
 
 FRAMEWORKS = ("numpy", "torch", "jax", "jaxlib", "tensorflow", "cupy")
 

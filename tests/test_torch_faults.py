@@ -10,6 +10,7 @@ the suite.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,9 +148,9 @@ def _writer(folder: str, mode: str, marker: str) -> None:
     raise AssertionError("the writer should have been killed before finishing")
 
 
-def kill_writer_at(folder: Path, mode: str, tmp_path: Path) -> None:
-    """Starts a writer subprocess, waits until it stalls at ``mode``, kills it with SIGKILL."""
-    marker = tmp_path / f"stalled-{mode}"
+@contextlib.contextmanager
+def stalled_writer(folder: Path, mode: str, marker: Path) -> Iterator[subprocess.Popen[str]]:
+    """A writer subprocess stalled at ``mode``; killed with SIGKILL when the block ends."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE), "writer", str(folder), mode, str(marker)],
         stdout=subprocess.PIPE,
@@ -163,6 +165,7 @@ def kill_writer_at(folder: Path, mode: str, tmp_path: Path) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError("the writer never reached its stall point")
             time.sleep(0.05)
+        yield proc
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
@@ -170,6 +173,12 @@ def kill_writer_at(folder: Path, mode: str, tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+def kill_writer_at(folder: Path, mode: str, tmp_path: Path) -> None:
+    """Starts a writer subprocess, waits until it stalls at ``mode``, kills it with SIGKILL."""
+    with stalled_writer(folder, mode, tmp_path / f"stalled-{mode}"):
+        pass
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -236,19 +245,8 @@ def test_a_second_writer_is_refused_while_the_first_writes_and_resumes_after_its
     folder = tmp_path / "cache"
     old_cache, old_model = precompute(folder, 0)
     before = snapshot(folder)
-    marker = tmp_path / "stalled"
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE), "writer", str(folder), "between-batches", str(marker)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + PROCESS_TIMEOUT_S
-        while not marker.exists():  # the first writer holds the lock, with 3 parts written
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the writer never reached its stall point"
-            time.sleep(0.05)
+    # the first writer holds the lock, with 3 parts written
+    with stalled_writer(folder, "between-batches", tmp_path / "stalled") as proc:
         holder = rf"another writer \(pid {proc.pid} on host "
         for kwargs in ({}, {"timeout": 0.3}):
             with pytest.raises(CacheError, match=holder):
@@ -261,12 +259,6 @@ def test_a_second_writer_is_refused_while_the_first_writes_and_resumes_after_its
         assert len([k for k in parts if k.endswith(".npz")]) == 3
         assert {k: v for k, v in snapshot(folder).items() if k in before} == before
         assert_same_cache(EmbeddingCache(folder, model=old_model), old_cache)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # the dead writer's lock is taken over at once; its parts are resumed
     resumed, model = precompute(folder, 1, overwrite=True)
     assert model.calls == POOL // BATCH - 3

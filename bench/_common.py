@@ -8,6 +8,7 @@ no measurement inherits another's memory or warm caches.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
@@ -119,6 +120,28 @@ def child_main(spec_json: str, run: Callable[[dict[str, Any]], dict[str, Any]]) 
     result = run(spec)
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    quick: str,
+) -> argparse.Namespace | None:
+    """Adds ``--quick``, ``--out`` and the hidden ``--child``, then parses ``argv``.
+
+    In a child process (``--child SPEC``) it runs the measurement, prints its result line and
+    returns ``None``; otherwise it returns the arguments. ``quick`` is the help of ``--quick``.
+    """
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=None, help="JSON output path (plot alongside)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        child_main(args.child, run)
+        return None
+    return args
 
 
 def run_child(script: Path, spec: dict[str, Any], *, timeout: float) -> dict[str, Any]:

@@ -206,12 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     p.add_argument("--timeout", type=float, default=600.0, help="per framework, seconds")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child is not None:
-        c.child_main(args.child, run_framework)
+    args = c.parse_args(p, argv, run_framework, quick="tiny sizes (a smoke run)")
+    if args is None:
         return 0
     if args.quick:
         args.sizes, args.dim, args.paper_n, args.paper_b, args.repeats = [256], 16, 1024, 256, 1

@@ -358,12 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         default=["fastest"],
         help="backends of the paper-scale run ('fastest': by (a) at the largest N)",
     )
-    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-    p.add_argument("--out", type=Path, default=None, help="JSON output path (plot alongside)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child is not None:
-        c.child_main(args.child, run_measurement)
+    args = c.parse_args(p, argv, run_measurement, quick="tiny sizes (a smoke run)")
+    if args is None:
         return 0
     if args.quick:
         args.sizes, args.dim, args.paper_n, args.paper_b = [256], 16, 1024, 256

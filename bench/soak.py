@@ -257,12 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=None, help="default: torch's own")
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
-    p.add_argument("--quick", action="store_true", help="500 selections per backend")
-    p.add_argument("--out", type=Path, default=None, help="JSON output path (plot alongside)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child is not None:
-        c.child_main(args.child, run_soak)
+    args = c.parse_args(p, argv, run_soak, quick="500 selections per backend")
+    if args is None:
         return 0
     if args.quick:
         args.selections, args.sample_every = 500, 25

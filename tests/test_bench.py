@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
         ("select_matrix.py", []),
         ("select_embeddings.py", ["--frameworks", "numpy", "--no-paper"]),
         ("gpu_select.py", ["--device", "cpu", "--frameworks", "jax", "--no-paper"]),
+        ("soak.py", ["--frameworks", "numpy", "torch"]),
+        ("torch_overhead.py", []),
+        ("jax_select.py", []),
     ],
 )
 def test_bench_quick(tmp_path: Path, script: str, extra: list[str]) -> None:
@@ -30,6 +33,8 @@ def test_bench_quick(tmp_path: Path, script: str, extra: list[str]) -> None:
         capture_output=True,
     )
     data = json.loads(out.read_text())
-    assert data["results"] and data["environment"]["cpu_count"]
-    assert all(r.get("agree", True) for r in data["results"])
-    assert all(r.get("overlap") in (None, 1.0) for r in data["results"])
+    results = data.get("results") or data["runs"]
+    assert results and data["environment"]["cpu_count"]
+    assert all(r.get("agree", True) for r in results)
+    assert all(r.get("overlap") in (None, 1.0) for r in results)
+    assert all(r.get("n_selected", 1) > 0 for r in results)

@@ -373,18 +373,6 @@ class StepInfo(NamedTuple):
     rows: Any
 
 
-class Model(NamedTuple):
-    """A trained model: the encoder and its parameters (what :func:`embed` takes).
-
-    Attributes:
-        encoder: The :class:`DualEncoder`.
-        params: ``{"encoder": ..., "log_scale": ..., "bias": ...}``.
-    """
-
-    encoder: DualEncoder
-    params: Any
-
-
 @dataclasses.dataclass(frozen=True)
 class SigLIPTrainer:
     """A SigLIP dual encoder trained with a selection method; pure, jittable pieces.

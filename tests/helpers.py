@@ -151,3 +151,24 @@ def random_embeddings(
         image /= np.linalg.norm(image, axis=1, keepdims=True)
         text /= np.linalg.norm(text, axis=1, keepdims=True)
     return image, text
+
+
+def float32_models(
+    seed: int, n: int, d: int = 6, *, reference: tuple[float, float] | None = None
+) -> tuple[Any, Any]:
+    """A learner and a reference (NumPy ``PairEmbeddings``) with normalised float32 rows.
+
+    Scale and bias are 0-d float32: the learner's 10 and -5, the reference's ``reference``
+    (default: drawn from ``[1, 20)`` and ``[-8, 0)``).
+    """
+    from jestcore import PairEmbeddings
+
+    rng = np.random.default_rng(seed)
+
+    def model(scale: float, bias: float) -> PairEmbeddings:
+        x = rng.standard_normal((2, n, d))
+        x /= np.linalg.norm(x, axis=-1, keepdims=True)
+        return PairEmbeddings(*x.astype(np.float32), np.float32(scale), np.float32(bias))
+
+    learner = model(10.0, -5.0)
+    return learner, model(*(reference or (rng.uniform(1, 20), rng.uniform(-8, 0))))

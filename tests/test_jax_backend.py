@@ -12,7 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
-from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
+from helpers import (
+    RTOL,
+    assert_same_selection,
+    embedding_magnitude,
+    float32_models,
+    joint_perturbed,
+)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jestcore.adapters import jax as jj
@@ -114,18 +120,6 @@ def test_is_lazy_only_for_tracers():
 
 
 # ----------------------------------------------------------------------------- the spec, jitted
-
-
-def float32_models(seed: int, n: int, d: int = 6) -> tuple[PairEmbeddings, PairEmbeddings]:
-    """Two float32 models with normalised rows, their scale and bias 0-d float32 arrays."""
-    rng = np.random.default_rng(seed)
-
-    def model(scale: float, bias: float) -> PairEmbeddings:
-        x = rng.standard_normal((2, n, d))
-        x /= np.linalg.norm(x, axis=-1, keepdims=True)
-        return PairEmbeddings(*x.astype(np.float32), np.float32(scale), np.float32(bias))
-
-    return model(10.0, -5.0), model(rng.uniform(1, 20), rng.uniform(-8, 0))
 
 
 def on_jax(model: PairEmbeddings | None) -> PairEmbeddings | None:

@@ -12,7 +12,13 @@ import numpy as np
 import oracle
 import pytest
 import xla_devices
-from helpers import RTOL, assert_same_selection, embedding_magnitude, joint_perturbed
+from helpers import (
+    RTOL,
+    assert_same_selection,
+    embedding_magnitude,
+    float32_models,
+    joint_perturbed,
+)
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from jestcore.adapters import jax as jj
 
@@ -22,16 +28,9 @@ from jestcore import PairEmbeddings, fold_in, gumbel_noise
 DEVICES = 8
 
 
-def models(seed: int, n: int, d: int = 8) -> tuple[PairEmbeddings, PairEmbeddings]:
-    """Two float32 models (NumPy) with normalised rows and 0-d float32 scale and bias."""
-    rng = np.random.default_rng(seed)
-
-    def model(scale: float, bias: float) -> PairEmbeddings:
-        x = rng.standard_normal((2, n, d))
-        x /= np.linalg.norm(x, axis=-1, keepdims=True)
-        return PairEmbeddings(*x.astype(np.float32), np.float32(scale), np.float32(bias))
-
-    return model(10.0, -5.0), model(4.0, -2.0)
+def models(seed: int, n: int) -> tuple[PairEmbeddings, PairEmbeddings]:
+    """Two float32 models (NumPy), d = 8, the reference's scale 4 and bias -2."""
+    return float32_models(seed, n, 8, reference=(4.0, -2.0))
 
 
 def mesh_1d():

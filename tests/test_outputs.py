@@ -367,8 +367,11 @@ def test_select_batch_from_hf_outputs_through_score_forward(siglip):
 def test_select_batch_names_what_an_hf_output_needs(siglip):
     with torch.no_grad():
         out = siglip(**hf_inputs())
-    with pytest.raises(TypeError, match=r"learner is a Hugging Face SiglipOutput.*log space.*"
-                       r"score_forward\(model, batch\).*pair_embeddings\(output, model=model\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"learner is a Hugging Face SiglipOutput.*log space.*"
+        r"score_forward\(model, batch\).*pair_embeddings\(output, model=model\)",
+    ):
         select_batch(torch.arange(N), out, score="hard_learner", batch_size=2, seed=0)
     with pytest.raises(TypeError, match=r"reference is a Hugging Face SiglipOutput"):
         JESTSelector(batch_size=2, score="easy_reference")(torch.arange(N), None, out)

@@ -24,7 +24,6 @@ from jestcore.adapters.torch.outputs import check_values, is_pair_output, read_p
 from jestcore.adapters.torch.trees import batch_size_of, concat_batches, map_batch
 
 import jestcore
-
 from jestcore._validation import check_int
 
 __all__ = ["default_forward", "score_forward"]

@@ -160,8 +160,9 @@ def _unpack(
         )
     if isinstance(output, Mapping) and all(k in output for k in OPEN_CLIP_KEYS):
         keys = (*OPEN_CLIP_KEYS, "logit_bias")
+        image, text, scale = (output[k] for k in OPEN_CLIP_KEYS)
         return tuple(f"{prefix}[{k!r}]" for k in keys), jestcore.PairEmbeddings(
-            *(output[k] for k in OPEN_CLIP_KEYS), output.get("logit_bias", 0.0)
+            image, text, scale, output.get("logit_bias", 0.0)
         )
     if isinstance(output, tuple | list) and len(output) in (3, 4):
         values = (*output, 0.0)[:4]

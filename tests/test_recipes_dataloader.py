@@ -21,6 +21,7 @@ def page(tmp_path_factory):
 def test_loader_is_the_one_described(page):
     loader = page["loader"]
     assert loader.batch_size == 32 and not loader.drop_last and loader.num_workers > 0
+    assert page["selector"].n_chunks == 16  # the default: capped per step, no workaround
 
 
 def test_each_epoch_scores_every_example_once_and_keeps_a_quarter(page):

@@ -290,6 +290,33 @@ def test_api_pages_render_every_public_name(site):
 
 @pytest.mark.slow
 def test_maths_is_left_for_the_vendored_katex(site):
-    html = (site / "concepts" / "joint-selection" / "index.html").read_text(encoding="utf-8")
+    html = (site / "concepts" / "joint-selection.html").read_text(encoding="utf-8")
     assert 'class="arithmatex"' in html
     assert "katex.min.js" in html and "javascripts/katex.js" in html
+
+
+@pytest.mark.slow
+def test_search_works_from_disk(site):
+    """What search needs when the site is opened from disk (file://), checked without a browser.
+
+    mkdocs-material's offline plugin inlines the index into search/search_index.js (a page on
+    file:// cannot fetch the JSON) and needs page.html links; every page loads the vendored
+    iframe-worker shim, which runs the search worker in an iframe (file:// pages cannot start
+    Web Workers). docs/hooks/check_search.py types a query in headless Chromium.
+    """
+    script = (site / "search" / "search_index.js").read_text(encoding="utf-8")
+    prefix = "var __index = "
+    assert script.startswith(prefix)
+    index = json.loads(script[len(prefix) :])
+    assert index == json.loads((site / "search" / "search_index.json").read_text("utf-8"))
+    hits = {d["location"].split("#")[0] for d in index["docs"] if "learnability" in d["text"]}
+    assert "concepts/scores.html" in hits
+    pages = sorted(set(site.rglob("*.html")) - {site / "404.html"})  # 404: absolute URLs
+    for page in pages:
+        parser = _Assets()
+        parser.feed(page.read_text(encoding="utf-8"))
+        shims = [u for u in parser.urls if u.endswith("iframe-worker/shim.js")]
+        assert len(shims) == 1, f"{page.relative_to(site)} does not load the worker shim"
+        assert (page.parent / shims[0]).resolve().is_file()
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert 'href="getting-started.html"' in home  # no directory URLs: links open from disk

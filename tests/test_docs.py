@@ -320,3 +320,59 @@ def test_search_works_from_disk(site):
         assert (page.parent / shims[0]).resolve().is_file()
     home = (site / "index.html").read_text(encoding="utf-8")
     assert 'href="getting-started.html"' in home  # no directory URLs: links open from disk
+
+
+# ----------------------------------------------------------------------------- benchmarks page
+
+
+def _results_hook():
+    spec = importlib.util.spec_from_file_location("results", DOCS / "hooks" / "results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Config:
+    config_file_path = str(ROOT / "mkdocs.yml")
+    docs_dir = str(DOCS)
+
+
+def test_benchmark_targets_are_sentences_with_reasons():
+    hook = _results_hook()
+    summary = {
+        "fastest": "jax",
+        "targets_at_N=16384": {
+            "speedup_vs_literal>=25": {"value": 3.94, "met": False},
+            "peak_rss_mib<=1000": {"value": 442.4, "met": True},
+            "a_over_floor<=1.5": {"value": None, "met": False},
+        },
+        "failed": [],
+    }
+    lines = hook._summary_lines(summary)
+    assert lines[0] == "**fastest**: jax"
+    assert lines[1].startswith("target `speedup_vs_literal>=25` (at N=16384): 3.94, **not met**: ")
+    assert "same matrix products" in lines[1]  # why, from WHY_NOT_MET
+    assert lines[2] == "target `peak_rss_mib<=1000` (at N=16384): 442.4, **met**"
+    assert lines[3].endswith(": not measured in this run")
+    assert lines[4] == "**failed**: none"
+    assert not any(".met" in line or "false" in line for line in lines)
+
+
+def test_benchmarks_summary_comes_from_the_committed_results():
+    hook = _results_hook()
+    rows = hook._summary_rows(_Config())
+    by_measure = {measure: (result, target, source) for measure, result, target, source in rows}
+    floor = next(v for k, v in by_measure.items() if k.startswith("streaming selection ÷"))
+    data = json.loads((ROOT / "bench" / "results" / "select_embeddings.json").read_text())
+    jax = next(r for r in data["results"] if r["N"] == 16384 and r["label"] == "a"
+               and r["framework"] == "jax")  # fmt: skip
+    assert f"JAX {jax['x_floor']:.2f}x" in floor[0]
+    assert floor[2] == f"`select_embeddings.json` @ `{data['environment']['git_commit']}`"
+    not_met = [target for _, target, _ in by_measure.values() if "**not met**" in target]
+    assert not_met and all(len(t.split("**not met**: ")[1]) > 40 for t in not_met)  # a reason
+    assert "not measured" in by_measure["against public ports of JEST"][0]
+    page = hook.on_page_markdown((DOCS / "benchmarks.md").read_text(), None, _Config(), None)
+    assert hook.SUMMARY_MARKER not in page and hook.BENCH_MARKER not in page
+    assert '??? abstract "All ' in page  # the wide tables are folded
+    assert "met**: false" not in page

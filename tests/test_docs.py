@@ -376,3 +376,33 @@ def test_benchmarks_summary_comes_from_the_committed_results():
     assert hook.SUMMARY_MARKER not in page and hook.BENCH_MARKER not in page
     assert '??? abstract "All ' in page  # the wide tables are folded
     assert "met**: false" not in page
+
+
+# ----------------------------------------------------------------------------- getting started
+
+
+def _run_alone(block: Block) -> str:
+    """``block``'s stdout when it runs by itself in a fresh interpreter (warnings as errors)."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", block.code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{block.where} does not run on its own:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_getting_started_blocks_run_alone_and_tabs_agree():
+    """Each block of the 30-second example runs by itself (no names from another tab), and the
+    NumPy, PyTorch and JAX tabs, which convert the same NumPy embeddings, print the same
+    indices."""
+    blocks = [b for b in parse_blocks(DOCS / "getting-started.md") if b.lang == "python"]
+    assert len(blocks) == 4
+    printed = [_run_alone(b).splitlines()[0] for b in blocks]
+    indices = [line.split("]")[0] + "]" for line in printed[:3]]
+    assert indices[0] == indices[1] == indices[2], printed
+    assert indices[0].startswith("[") and len(json.loads(indices[0])) == 8
+    assert printed[3].startswith("[")

@@ -71,10 +71,22 @@ def search(page: Any, url: str, term: str) -> list[str]:
     box = page.locator("input.md-search__input")
     box.wait_for(state="visible", timeout=10_000)  # in the header at a desktop width
     box.click()
+    page.wait_for_function(  # the worker has built the index ("Initializing search" before)
+        "() => !document.querySelector('.md-search-result__meta')"
+        ".textContent.includes('Initializing')",
+        timeout=15_000,
+    )
     box.press_sequentially(term)  # keystrokes, as a user types (search listens to keyup)
-    results = page.locator(".md-search-result__item a")
-    results.first.wait_for(timeout=15_000)
-    return [results.nth(i).get_attribute("href") or "" for i in range(results.count())]
+    page.locator(".md-search-result__item a").first.wait_for(timeout=15_000)
+    read = "els => els.map(e => e.getAttribute('href') || '')"
+    hrefs: list[str] = []
+    for _ in range(50):  # each keystroke re-renders the list: read it once it is stable
+        page.wait_for_timeout(200)
+        now = page.eval_on_selector_all(".md-search-result__item a", read)
+        if now and now == hrefs:
+            break
+        hrefs = now
+    return hrefs
 
 
 def main(argv: list[str] | None = None) -> int:

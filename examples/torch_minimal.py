@@ -54,7 +54,6 @@ class DualEncoder(torch.nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> jestcore.PairEmbeddings:
         """Unit-norm embeddings of both towers, with the sigmoid loss's scale and bias."""
-        """Unit-norm embeddings of both towers, with the sigmoid loss' scale and bias."""
         return jestcore.PairEmbeddings(
             F.normalize(self.image(image), dim=-1),
             F.normalize(self.text(text), dim=-1),

@@ -284,6 +284,119 @@ def test_api_pages_render_every_public_name(site):
 
 @pytest.mark.slow
 def test_maths_is_left_for_the_vendored_katex(site):
-    html = (site / "concepts" / "joint-selection" / "index.html").read_text(encoding="utf-8")
+    html = (site / "concepts" / "joint-selection.html").read_text(encoding="utf-8")
     assert 'class="arithmatex"' in html
     assert "katex.min.js" in html and "javascripts/katex.js" in html
+
+
+@pytest.mark.slow
+def test_search_works_from_disk(site):
+    """What search needs when the site is opened from disk (file://), checked without a browser.
+
+    mkdocs-material's offline plugin inlines the index into search/search_index.js (a page on
+    file:// cannot fetch the JSON) and needs page.html links; every page loads the vendored
+    iframe-worker shim, which runs the search worker in an iframe (file:// pages cannot start
+    Web Workers). docs/hooks/check_search.py types a query in headless Chromium.
+    """
+    script = (site / "search" / "search_index.js").read_text(encoding="utf-8")
+    prefix = "var __index = "
+    assert script.startswith(prefix)
+    index = json.loads(script[len(prefix) :])
+    assert index == json.loads((site / "search" / "search_index.json").read_text("utf-8"))
+    hits = {d["location"].split("#")[0] for d in index["docs"] if "learnability" in d["text"]}
+    assert "concepts/scores.html" in hits
+    pages = sorted(set(site.rglob("*.html")) - {site / "404.html"})  # 404: absolute URLs
+    for page in pages:
+        parser = _Assets()
+        parser.feed(page.read_text(encoding="utf-8"))
+        shims = [u for u in parser.urls if u.endswith("iframe-worker/shim.js")]
+        assert len(shims) == 1, f"{page.relative_to(site)} does not load the worker shim"
+        assert (page.parent / shims[0]).resolve().is_file()
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert 'href="getting-started.html"' in home  # no directory URLs: links open from disk
+
+
+# ----------------------------------------------------------------------------- benchmarks page
+
+
+def _results_hook():
+    spec = importlib.util.spec_from_file_location("results", DOCS / "hooks" / "results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Config:
+    config_file_path = str(ROOT / "mkdocs.yml")
+    docs_dir = str(DOCS)
+
+
+def test_benchmark_targets_are_sentences_with_reasons():
+    hook = _results_hook()
+    summary = {
+        "fastest": "jax",
+        "targets_at_N=16384": {
+            "speedup_vs_literal>=25": {"value": 3.94, "met": False},
+            "peak_rss_mib<=1000": {"value": 442.4, "met": True},
+            "a_over_floor<=1.5": {"value": None, "met": False},
+        },
+        "failed": [],
+    }
+    lines = hook._summary_lines(summary)
+    assert lines[0] == "**fastest**: jax"
+    assert lines[1].startswith("target `speedup_vs_literal>=25` (at N=16384): 3.94, **not met**: ")
+    assert "same matrix products" in lines[1]  # why, from WHY_NOT_MET
+    assert lines[2] == "target `peak_rss_mib<=1000` (at N=16384): 442.4, **met**"
+    assert lines[3].endswith(": not measured in this run")
+    assert lines[4] == "**failed**: none"
+    assert not any(".met" in line or "false" in line for line in lines)
+
+
+def test_benchmarks_summary_comes_from_the_committed_results():
+    hook = _results_hook()
+    rows = hook._summary_rows(_Config())
+    by_measure = {measure: (result, target, source) for measure, result, target, source in rows}
+    floor = next(v for k, v in by_measure.items() if k.startswith("streaming selection ÷"))
+    data = json.loads((ROOT / "bench" / "results" / "select_embeddings.json").read_text())
+    jax = next(r for r in data["results"] if r["N"] == 16384 and r["label"] == "a"
+               and r["framework"] == "jax")  # fmt: skip
+    assert f"JAX {jax['x_floor']:.2f}x" in floor[0]
+    assert floor[2] == f"`select_embeddings.json` @ `{data['environment']['git_commit']}`"
+    not_met = [target for _, target, _ in by_measure.values() if "**not met**" in target]
+    assert not_met and all(len(t.split("**not met**: ")[1]) > 40 for t in not_met)  # a reason
+    assert "not measured" in by_measure["against public ports of JEST"][0]
+    page = hook.on_page_markdown((DOCS / "benchmarks.md").read_text(), None, _Config(), None)
+    assert hook.SUMMARY_MARKER not in page and hook.BENCH_MARKER not in page
+    assert '??? abstract "All ' in page  # the wide tables are folded
+    assert "met**: false" not in page
+
+
+# ----------------------------------------------------------------------------- getting started
+
+
+def _run_alone(block: Block) -> str:
+    """``block``'s stdout when it runs by itself in a fresh interpreter (warnings as errors)."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", block.code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{block.where} does not run on its own:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_getting_started_blocks_run_alone_and_tabs_agree():
+    """Each block of the 30-second example runs by itself (no names from another tab), and the
+    NumPy, PyTorch and JAX tabs, which convert the same NumPy embeddings, print the same
+    indices."""
+    blocks = [b for b in parse_blocks(DOCS / "getting-started.md") if b.lang == "python"]
+    assert len(blocks) == 4
+    printed = [_run_alone(b).splitlines()[0] for b in blocks]
+    indices = [line.split("]")[0] + "]" for line in printed[:3]]
+    assert indices[0] == indices[1] == indices[2], printed
+    assert indices[0].startswith("[") and len(json.loads(indices[0])) == 8
+    assert printed[3].startswith("[")

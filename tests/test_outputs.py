@@ -8,7 +8,14 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from jestcore.adapters.torch import NotNormalizedWarning, pair_embeddings, select_batch
+from jestcore.adapters.torch import (
+    JESTSelector,
+    NotNormalizedWarning,
+    pair_embeddings,
+    precompute_reference_embeddings,
+    score_forward,
+    select_batch,
+)
 from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 import jestcore
@@ -234,3 +241,173 @@ def test_float64_unit_rows_do_not_warn():
     image = unit(n=1024, d=512, dtype=torch.float64)
     assert (torch.linalg.vector_norm(image.float(), dim=1) - 1).abs().max() > 6e-8
     pair_embeddings((image, image, 10.0))
+
+
+# --------------------------------------------------------------------------- wiring: where
+# select_batch, JESTSelector, score_forward and the cache accept contrastive outputs directly.
+
+
+class OpenCLIPLike(torch.nn.Module):
+    """open_clip's forward contract on linear towers: a (3- or 4-) tuple, or a dict."""
+
+    def __init__(self, seed=0, output_dict=False, bias=None, normalize=True):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.output_dict, self.normalize = output_dict, normalize
+        self.visual, self.text = torch.nn.Linear(12, D), torch.nn.EmbeddingBag(100, D)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = None if bias is None else torch.nn.Parameter(torch.tensor(bias))
+
+    def forward(self, image, text):
+        image, text = self.visual(image), self.text(text)
+        if self.normalize:
+            image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        values = (image, text, self.logit_scale.exp())
+        values += () if self.logit_bias is None else (self.logit_bias,)
+        if self.output_dict:
+            keys = ("image_features", "text_features", "logit_scale", "logit_bias")
+            return dict(zip(keys, values, strict=False))
+        return values
+
+
+def clip_inputs(n=N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 12, generator=g), torch.randint(0, 100, (n, 5), generator=g)
+
+
+def assert_same_pair(got, want):
+    assert isinstance(got, jestcore.PairEmbeddings)
+    assert got.scale.shape == () and got.bias.shape == ()
+    # Micro-batched forwards differ from one pass by BLAS blocking only (float32).
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1.4e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("micro", [None, 4])
+def test_score_forward_converts_hf_siglip_outputs(siglip, micro):
+    """Micro-batch outputs are converted before concatenation: HF outputs hold (n, n) logits,
+    which cannot be concatenated along the examples."""
+    batch = hf_inputs(seed=2)
+    pair = score_forward(siglip, batch, score_batch_size=micro)
+    with torch.no_grad():
+        want = pair_embeddings(siglip(**batch), model=siglip)
+    assert_same_pair(pair, want)
+    assert pair.scale.item() == pytest.approx(math.exp(siglip.logit_scale.item()), rel=1e-6)
+    assert pair.bias.item() == siglip.logit_bias.item()
+
+
+def test_score_forward_converts_hf_clip_outputs_without_bias():
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION))
+    pair = score_forward(model, hf_inputs(), score_batch_size=4)
+    assert pair.bias.item() == 0.0
+    assert pair.scale.item() == pytest.approx(math.exp(model.logit_scale.item()), rel=1e-6)
+    assert model.training  # eval mode only for the pass
+
+
+@pytest.mark.parametrize("output_dict", [False, True])
+@pytest.mark.parametrize("bias", [None, -10.0])
+def test_score_forward_converts_open_clip_outputs(output_dict, bias):
+    model = OpenCLIPLike(output_dict=output_dict, bias=bias)
+    images, texts = clip_inputs()
+    pair = score_forward(model, (images, texts), score_batch_size=4)
+    with torch.no_grad():
+        want = pair_embeddings(model(images, texts))
+    assert_same_pair(pair, want)
+    assert pair.bias.item() == (0.0 if bias is None else bias)
+
+
+def test_score_forward_leaves_other_tuples_alone():
+    """A forward's tuple of per-example tensors is concatenated, not read as open_clip's."""
+    images, texts = clip_inputs()
+
+    def forward(model, batch):
+        return batch[0], batch[0] * 2, batch[0].sum(dim=1)
+
+    out = score_forward(torch.nn.Identity(), (images, texts), forward=forward, score_batch_size=4)
+    assert type(out) is tuple and out[2].shape == (N,)
+    torch.testing.assert_close(out[1], images * 2)
+
+
+def test_score_forward_warns_on_unnormalised_embeddings_at_the_callers_line():
+    model = OpenCLIPLike(normalize=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_forward(model, clip_inputs(), score_batch_size=4)
+    assert [w.category for w in caught] == [NotNormalizedWarning] * 2  # image and text
+    assert all(w.filename == __file__ for w in caught)
+
+
+@pytest.mark.parametrize("output_dict", [False, True])
+def test_select_batch_and_selector_accept_open_clip_outputs(output_dict):
+    images, texts = clip_inputs(n=16)
+    with torch.no_grad():
+        learner = OpenCLIPLike(seed=0, output_dict=output_dict, bias=-10.0)(images, texts)
+        reference = OpenCLIPLike(seed=1, output_dict=output_dict)(images, texts)  # a 3-tuple
+    converted = pair_embeddings(learner), pair_embeddings(reference)
+    kw = dict(filter_ratio=0.75, n_chunks=2)
+    want = select_batch(images, *converted, seed=4, **kw).indices
+    assert torch.equal(select_batch(images, learner, reference, seed=4, **kw).indices, want)
+    selector = JESTSelector(**kw, seed=4)
+    by_selector = selector(images, learner, reference).indices
+    assert torch.equal(by_selector, JESTSelector(**kw, seed=4)(images, *converted).indices)
+
+
+def test_select_batch_from_hf_outputs_through_score_forward(siglip):
+    """The HF recipe: score_forward's PairEmbeddings select as pair_embeddings(model=) does."""
+    batch = hf_inputs(seed=3)
+    learner = score_forward(siglip, batch, score_batch_size=4)
+    with torch.no_grad():
+        by_hand = pair_embeddings(siglip(**batch), model=siglip)
+    kw = dict(batch_size=2, n_chunks=2, greedy=True, score="hard_learner")
+    assert torch.equal(select_batch(batch, learner, **kw).indices,
+                       select_batch(batch, by_hand, **kw).indices)  # fmt: skip
+
+
+def test_select_batch_names_what_an_hf_output_needs(siglip):
+    with torch.no_grad():
+        out = siglip(**hf_inputs())
+    with pytest.raises(
+        TypeError,
+        match=r"learner is a Hugging Face SiglipOutput.*log space.*"
+        r"score_forward\(model, batch\).*pair_embeddings\(output, model=model\)",
+    ):
+        select_batch(torch.arange(N), out, score="hard_learner", batch_size=2, seed=0)
+    with pytest.raises(TypeError, match=r"reference is a Hugging Face SiglipOutput"):
+        JESTSelector(batch_size=2, score="easy_reference")(torch.arange(N), None, out)
+
+
+@pytest.mark.parametrize(
+    ("output", "error", "match"),
+    [
+        (torch.rand(N, 7), ValueError, r"learner must be 1-D, got shape \(6, 7\).*per-token"),
+        (torch.tensor(0.5), ValueError, r"learner must be 1-D, got a 0-d tensor.*reduction="),
+        ({"logits": torch.rand(N)}, TypeError, r"open_clip output.*got dict with keys \['logits'"),
+        ((unit(), unit()), TypeError, r"got tuple of length 2; for a Hugging Face SiglipOutput"),
+        ((unit(), unit(), torch.ones(N)), TypeError, r"got tuple of length 3"),
+        ((unit(), unit(), -1.0), ValueError, r"learner\[2\] must be a positive finite"),
+    ],
+)
+def test_select_batch_refuses_other_outputs_naming_them(output, error, match):
+    with pytest.raises(error, match=match):
+        select_batch(torch.arange(N), output, score="hard_learner", batch_size=2, seed=0)
+
+
+def test_select_batch_warns_at_the_callers_line_for_unnormalised_outputs():
+    with pytest.warns(NotNormalizedWarning, match=r"learner\[0\] is not L2") as caught:
+        select_batch(torch.arange(N), (2 * unit(), unit(), 10.0), score="hard_learner",
+                     batch_size=2, seed=0)  # fmt: skip
+    assert caught[0].filename == __file__
+
+
+def test_the_cache_default_forward_reads_hf_outputs(siglip, tmp_path):
+    inputs = hf_inputs(seed=4)
+    loader = [(torch.arange(N)[s], {k: v[s] for k, v in inputs.items()})
+              for s in (slice(0, 4), slice(4, N))]  # fmt: skip
+    cache = precompute_reference_embeddings(siglip, loader, tmp_path / "c", progress=False)
+    with torch.no_grad():
+        want = pair_embeddings(siglip(**inputs), model=siglip)
+    got = cache.lookup(torch.arange(N))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float32), b,
+                                   rtol=1.4e-3, atol=1e-5)  # fmt: skip

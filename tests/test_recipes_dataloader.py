@@ -11,6 +11,11 @@ import pytest
 import torch
 from recipe_pages import run_page
 
+# The page's DataLoader forks worker processes. When another test of the session has imported
+# JAX, JAX's fork hook warns that fork is unsafe for a process running JAX threads; the workers
+# never use JAX, and a user's script of this page does not import it.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
@@ -26,6 +31,7 @@ def page(tmp_path_factory):
 def test_loader_is_the_one_described(page):
     loader = page["loader"]
     assert loader.batch_size == 32 and not loader.drop_last and loader.num_workers > 0
+    assert page["selector"].n_chunks == 16  # the default: capped per step, no workaround
 
 
 def test_each_epoch_scores_every_example_once_and_keeps_a_quarter(page):

@@ -42,7 +42,7 @@ def test_plain_loop_trains_on_the_selected_quarter(page):
 
 def test_micro_batched_hf_scoring_matches_one_pass(page):
     learner, batch = page["learner"].eval(), page["random_pairs"](page["N"], 5)
-    micro = page["score_forward"](learner, batch, forward=page["hf_pairs"], score_batch_size=16)
+    micro = page["score_forward"](learner, batch, score_batch_size=16)
     with torch.no_grad():
         out = learner(**batch)
     for got, want in zip(micro[:2], (out.image_embeds, out.text_embeds), strict=True):
@@ -62,7 +62,7 @@ def test_selection_uses_the_exponentiated_hf_temperature(page):
         )
         for o, m in ((lo, learner), (ro, reference))
     ]
-    pairs = [page["pair_embeddings"](o, model=m) for o, m in ((lo, learner), (ro, reference))]
+    pairs = [page["score_forward"](m, batch) for m in (learner, reference)]
     kw = dict(filter_ratio=0.75, n_chunks=4, seed=3)
     assert torch.equal(
         select_batch(torch.arange(32), *pairs, **kw).indices,

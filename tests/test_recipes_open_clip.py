@@ -52,15 +52,22 @@ def test_page_selects_a_quarter_from_open_clip_outputs(page):
     assert sub.batch[0].shape == (8, 3, 4, 4)
     assert pairs.bias.item() == -10.0
     assert page["clip_pairs"].bias.item() == 0.0
-    again = select_batch(
+    converted = select_batch(
         (page["images"], page["captions"]),
-        page["as_tuple"],
-        page["reference_pairs"],
+        pairs,
+        pair_embeddings(page["as_dict"]),
         filter_ratio=0.75,
         n_chunks=4,
         seed=0,
     )
-    assert torch.equal(again.indices, sub.indices)  # open_clip's 4-tuple is PairEmbeddings' order
+    assert torch.equal(converted.indices, sub.indices)  # the outputs as given = converted
+
+
+def test_page_score_forward_reads_open_clip_outputs(page):
+    scored, pairs = page["scored"], page["learner_pairs"]
+    for a, b in zip(scored, pairs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1.4e-3, atol=1e-6)  # micro-batched BLAS
+    assert scored.scale.shape == () and scored.bias.item() == -10.0
 
 
 def test_unnormalised_encode_image_output_warns(page):

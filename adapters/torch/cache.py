@@ -38,6 +38,7 @@ from jestcore.adapters.cache import (
     read_meta,
     run_meta,
 )
+from jestcore.adapters.torch.outputs import describe
 from jestcore.adapters.torch.scoring import default_forward, score_forward
 from jestcore.adapters.torch.trees import map_batch
 
@@ -119,8 +120,10 @@ def _as_arrays(out: Any, dtype: torch.dtype) -> tuple[dict[str, np.ndarray], dic
     if isinstance(out, torch.Tensor):
         return {"values": host(out, "the output")}, {}
     raise TypeError(
-        "forward must return jestcore.PairEmbeddings(image, text, scale, bias) or a tensor of "
-        f"per-example values, got {type(out).__name__}"
+        "forward must return jestcore.PairEmbeddings(image, text, scale, bias), a contrastive "
+        "model's output that pair_embeddings reads (a Hugging Face SiglipOutput / CLIPOutput, "
+        "an open_clip tuple or dict), or a tensor of per-example values, got "
+        f"{describe(out)}"
     )
 
 
@@ -184,7 +187,11 @@ def precompute_reference_embeddings(
         path: The cache folder (created).
         ids: ``batch -> 1-D integer ids`` (stable example ids, unique over the dataset).
         forward: ``(model, batch) -> PairEmbeddings(image, text, scale, bias)`` or a tensor
-            of per-example values (e.g. reference losses of a per-example loss).
+            of per-example values (e.g. reference losses of a per-example loss). A
+            contrastive model's own output (a Hugging Face ``SiglipOutput`` / ``CLIPOutput``,
+            an open_clip tuple or dict) is converted with
+            :func:`~jestcore.adapters.torch.pair_embeddings`, the temperature of an HF output
+            read from ``model``; so the default forward caches such a model as it is.
         config: JSON-serialisable description of anything else that shapes the outputs
             (preprocessing, resolution...): part of the fingerprint.
         dtype: Storage dtype: ``torch.float16``, ``float32`` or ``float64``.

@@ -20,6 +20,8 @@ Transformers is never imported here: HF outputs are recognised by their ``image_
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +34,8 @@ __all__ = ["NotNormalizedWarning", "pair_embeddings"]
 
 #: Keys of an open_clip ``output_dict=True`` forward output (``logit_bias`` is optional).
 OPEN_CLIP_KEYS = ("image_features", "text_features", "logit_scale")
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class NotNormalizedWarning(UserWarning):
@@ -95,14 +99,60 @@ def _embeddings(name: str, x: Any) -> torch.Tensor:
     return x
 
 
-def _unpack(output: Any, model: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The (names, values) of image, text, scale and bias, with the scale exponentiated."""
+def is_hf_output(output: Any) -> bool:
+    """Whether ``output`` looks like an HF ``SiglipOutput`` / ``CLIPOutput`` (both embeddings)."""
+    return _field(output, "image_embeds") is not None and _field(output, "text_embeds") is not None
+
+
+def is_pair_output(output: Any) -> bool:
+    """Whether :func:`pair_embeddings` reads ``output``, by its structure (values unchecked).
+
+    True for a :class:`~jestcore.PairEmbeddings`, an HF output with ``image_embeds`` and
+    ``text_embeds``, a mapping with open_clip's keys, and a tuple or list of 3 or 4 shaped
+    like open_clip's forward output: two 2-D tensors, then 0-d tensors or real numbers (so a
+    model's tuple of per-example tensors is not mistaken for one).
+    """
+    if isinstance(output, jestcore.PairEmbeddings) or is_hf_output(output):
+        return True
+    if isinstance(output, Mapping):
+        return all(k in output for k in OPEN_CLIP_KEYS)
+    if not (isinstance(output, tuple | list) and len(output) in (3, 4)):
+        return False
+    embeddings, scalars = output[:2], output[2:]
+    return all(isinstance(x, torch.Tensor) and x.ndim == 2 for x in embeddings) and all(
+        x.ndim == 0 if isinstance(x, torch.Tensor) else _is_real(x) for x in scalars
+    )
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def describe(output: Any) -> str:
+    """What ``output`` is, for an error message: its type, and its length or keys."""
     kind = type(output).__name__
-    if _field(output, "image_embeds") is not None and _field(output, "text_embeds") is not None:
+    if isinstance(output, Mapping):
+        keys = [str(k) for k in output]
+        return f"{kind} with keys {keys[:8]}" + (" ..." if len(keys) > 8 else "")
+    if isinstance(output, tuple | list):
+        return f"{kind} of length {len(output)}"
+    if isinstance(output, torch.Tensor):
+        return f"Tensor of shape {tuple(output.shape)}"
+    return kind
+
+
+def _unpack(
+    output: Any, model: Any, prefix: str
+) -> tuple[tuple[str, ...], jestcore.PairEmbeddings]:
+    """The names (for messages) and the raw values of image, text, scale (exponentiated), bias."""
+    kind = type(output).__name__
+    if isinstance(output, jestcore.PairEmbeddings):
+        return tuple(f"{prefix}.{f}" for f in output._fields), output
+    if is_hf_output(output):
         log_scale, bias = _hf_logit_params(model, kind)
-        names = ("output.image_embeds", "output.text_embeds", "exp(model.logit_scale)")
+        names = (f"{prefix}.image_embeds", f"{prefix}.text_embeds", "exp(model.logit_scale)")
         scale = _scalar("model.logit_scale", log_scale, log_scale).exp()
-        return (*names, "model.logit_bias"), (
+        return (*names, "model.logit_bias"), jestcore.PairEmbeddings(
             _field(output, "image_embeds"),
             _field(output, "text_embeds"),
             scale,
@@ -110,13 +160,14 @@ def _unpack(output: Any, model: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         )
     if isinstance(output, Mapping) and all(k in output for k in OPEN_CLIP_KEYS):
         keys = (*OPEN_CLIP_KEYS, "logit_bias")
-        return tuple(f"output[{k!r}]" for k in keys), (
-            *(output[k] for k in OPEN_CLIP_KEYS),
-            output.get("logit_bias", 0.0),
+        image, text, scale = (output[k] for k in OPEN_CLIP_KEYS)
+        return tuple(f"{prefix}[{k!r}]" for k in keys), jestcore.PairEmbeddings(
+            image, text, scale, output.get("logit_bias", 0.0)
         )
-    if isinstance(output, (tuple, list)) and len(output) in (3, 4):
-        return tuple(f"output[{i}]" for i in range(4)), (*output, 0.0)[:4]
-    if isinstance(output, (tuple, list)):
+    if isinstance(output, tuple | list) and len(output) in (3, 4):
+        values = (*output, 0.0)[:4]
+        return tuple(f"{prefix}[{i}]" for i in range(4)), jestcore.PairEmbeddings(*values)
+    if isinstance(output, tuple | list):
         kind += f" of length {len(output)} (HF return_dict=False tuples are not read)"
     raise TypeError(
         f"pair_embeddings cannot read a {kind}: pass a PairEmbeddings(image, text, scale, bias), "
@@ -124,6 +175,25 @@ def _unpack(output: Any, model: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         "tuple or a dict (output_dict=True), or a Hugging Face SiglipOutput / CLIPOutput with "
         "model=model"
     )
+
+
+def read_pair(
+    output: Any, /, *, model: Any = None, prefix: str = "output"
+) -> tuple[tuple[str, ...], jestcore.PairEmbeddings]:
+    """``output`` as checked-shape ``PairEmbeddings`` with 0-d tensor scale and bias.
+
+    Types and shapes only: nothing is read from the device (see :func:`check_values`). Returns
+    the names of the four fields for messages too.
+    """
+    names, pair = _unpack(output, model, prefix)
+    image, text = _embeddings(names[0], pair.image), _embeddings(names[1], pair.text)
+    if image.shape[0] != text.shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must hold the same N pairs, got shapes "
+            f"{tuple(image.shape)} and {tuple(text.shape)}"
+        )
+    scale, bias = _scalar(names[2], pair.scale, image), _scalar(names[3], pair.bias, image)
+    return names, jestcore.PairEmbeddings(image, text, scale, bias)
 
 
 def _norm_deviation(x: torch.Tensor) -> torch.Tensor:
@@ -134,17 +204,21 @@ def _norm_deviation(x: torch.Tensor) -> torch.Tensor:
     return (norms - 1).abs().max().float()
 
 
-def _checked(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> jestcore.PairEmbeddings:
-    """``pair`` with 0-d tensor scale and bias, checked; warns on non-unit-norm rows."""
-    image, text = _embeddings(names[0], pair.image), _embeddings(names[1], pair.text)
-    if image.shape[0] != text.shape[0]:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must hold the same N pairs, got shapes "
-            f"{tuple(image.shape)} and {tuple(text.shape)}"
-        )
-    scale, bias = _scalar(names[2], pair.scale, image), _scalar(names[3], pair.bias, image)
-    deviation = [_norm_deviation(x) for x in (image, text)]
-    values = torch.stack([scale.float(), bias.float(), *deviation]).cpu().tolist()  # one sync
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package, for ``warnings.warn``."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def check_values(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> None:
+    """Checks a :func:`read_pair` result's scale and bias; warns on non-unit-norm rows.
+
+    Reading the scale, the bias and the row norms is one device synchronisation.
+    """
+    deviation = [_norm_deviation(x) for x in (pair.image, pair.text)]
+    values = torch.stack([pair.scale.float(), pair.bias.float(), *deviation]).cpu().tolist()
     if not (math.isfinite(values[0]) and values[0] > 0):
         raise ValueError(
             f"{names[2]} must be a positive finite temperature, already exponentiated, got "
@@ -153,7 +227,7 @@ def _checked(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> jestcore.
         )
     if not math.isfinite(values[1]):
         raise ValueError(f"{names[3]} must be finite, got {values[1]}")
-    tol = min(4 * math.sqrt(torch.finfo(image.dtype).eps), 0.05)
+    tol = min(4 * math.sqrt(torch.finfo(pair.image.dtype).eps), 0.05)
     for name, dev in zip(names[:2], values[2:], strict=True):
         if not dev <= tol:
             warnings.warn(
@@ -161,9 +235,8 @@ def _checked(names: tuple[str, ...], pair: jestcore.PairEmbeddings) -> jestcore.
                 "selection assumes unit-norm embeddings; divide by the row norms, e.g. "
                 "torch.nn.functional.normalize(x, dim=-1)",
                 NotNormalizedWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
-    return jestcore.PairEmbeddings(image, text, scale, bias)
 
 
 def pair_embeddings(output: Any, /, *, model: Any = None) -> jestcore.PairEmbeddings:
@@ -211,8 +284,6 @@ def pair_embeddings(output: Any, /, *, model: Any = None) -> jestcore.PairEmbedd
         >>> float(pair.scale), float(pair.bias)
         (10.0, 0.0)
     """
-    if isinstance(output, jestcore.PairEmbeddings):
-        _checked(tuple(f"output.{f}" for f in jestcore.PairEmbeddings._fields), output)
-        return output
-    names, values = _unpack(output, model)
-    return _checked(names, jestcore.PairEmbeddings(*values))
+    names, pair = read_pair(output, model=model)
+    check_values(names, pair)
+    return output if isinstance(output, jestcore.PairEmbeddings) else pair

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from jestcore.adapters.torch.outputs import check_values, is_pair_output, read_pair
 from jestcore.adapters.torch.trees import batch_size_of, concat_batches, map_batch
 
+import jestcore
 from jestcore._validation import check_int
 
 __all__ = ["default_forward", "score_forward"]
@@ -63,19 +65,29 @@ def score_forward(
         forward: ``(model, micro_batch) -> outputs``; default :func:`default_forward`. Outputs
             are a tensor with the examples first, or a nesting of them, e.g.
             :class:`~jestcore.PairEmbeddings` (its 0-d ``scale`` and ``bias`` are taken from the
-            first micro-batch) or per-example losses.
+            first micro-batch) or per-example losses. A contrastive model's own output, which
+            :func:`~jestcore.adapters.torch.pair_embeddings` reads (a Hugging Face
+            ``SiglipOutput`` / ``CLIPOutput``, with the temperature read from ``model``; an
+            open_clip tuple or dict), is converted to ``PairEmbeddings`` micro-batch by
+            micro-batch, before concatenation.
         score_batch_size: At most this many examples per forward call (default: all at once).
         eval_mode: Put ``nn.Module`` models in eval mode (no dropout, batch-norm running
             statistics) during the pass.
 
     Returns:
         The outputs for the whole batch: micro-batch outputs concatenated along dimension 0,
-        computed under ``torch.inference_mode()``.
+        computed under ``torch.inference_mode()`` (a ``PairEmbeddings`` for contrastive
+        outputs, ready for :func:`~jestcore.adapters.torch.select_batch`).
 
     Raises:
         TypeError: If ``model`` or ``forward`` is not callable, ``eval_mode`` not a bool or
             ``score_batch_size`` not an int (NumPy integers are ints).
-        ValueError: If ``score_batch_size`` is below 1 or ``batch`` is empty.
+        ValueError: If ``score_batch_size`` is below 1 or ``batch`` is empty, or converted
+            contrastive outputs have a non-positive scale or a non-finite bias (as
+            :func:`~jestcore.adapters.torch.pair_embeddings`).
+
+    Warns:
+        NotNormalizedWarning: If converted contrastive embeddings are not unit-norm.
     """
     if forward is not None and not callable(forward):
         raise TypeError(
@@ -98,12 +110,19 @@ def score_forward(
         if modules:
             model.eval()
         outputs = []
+        names: tuple[str, ...] = ()  # set when contrastive outputs were converted
         with torch.inference_mode():
             for start in range(0, n, step):
                 stop = min(start + step, n)
                 micro = map_batch(lambda leaf: leaf[start:stop], batch)  # noqa: B023
-                outputs.append(forward(model, micro))
+                out = forward(model, micro)
+                if is_pair_output(out) and not isinstance(out, jestcore.PairEmbeddings):
+                    names, out = read_pair(out, model=model)
+                outputs.append(out)
     finally:
         for m, t in zip(modules, was_training, strict=True):
             m.training = t
-    return outputs[0] if len(outputs) == 1 else concat_batches(outputs)
+    result = outputs[0] if len(outputs) == 1 else concat_batches(outputs)
+    if names:
+        check_values(names, result)
+    return result

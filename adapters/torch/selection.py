@@ -28,6 +28,13 @@ from typing import Any, NamedTuple
 import array_api_compat
 import torch
 from jestcore.adapters.torch import distributed as dist_
+from jestcore.adapters.torch.outputs import (
+    check_values,
+    describe,
+    is_hf_output,
+    is_pair_output,
+    read_pair,
+)
 from jestcore.adapters.torch.trees import batch_size_of, leaves, take_rows
 from jestcore.backends import get_backend
 from jestcore.backends.torch import is_lazy
@@ -81,6 +88,52 @@ def _detached(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
+#: How to give a Hugging Face output, which holds no temperature (HF keeps it on the model).
+_HF_HINT = (
+    "score with score_forward(model, batch), which reads the temperature from the model, or "
+    "pass pair_embeddings(output, model=model)"
+)
+
+
+def _model_output(name: str, m: Any) -> Any:
+    """A model's outputs as ``PairEmbeddings`` or a losses tensor, detached (see ``_models``).
+
+    Contrastive outputs that :func:`~jestcore.adapters.torch.pair_embeddings` reads are
+    converted by it; anything else is refused with what was received and what to pass.
+    """
+    if isinstance(m, torch.Tensor):
+        if m.ndim == 2:
+            raise ValueError(
+                f"{name} must be 1-D, got shape {tuple(m.shape)}: per-example losses are (N,); "
+                "reduce per-token losses (N, T) to one loss per example first, e.g. "
+                "(token_losses * mask).sum(dim=1), since selection assumes the batch loss is a "
+                "sum of per-example terms"
+            )
+        if m.ndim == 0:
+            raise ValueError(
+                f"{name} must be 1-D, got a 0-d tensor (a batch-mean loss?): compute one loss "
+                "per example, e.g. with reduction='none'"
+            )
+        return m.detach()
+    if _is_pair(m):
+        return jestcore.PairEmbeddings(*map(_detached, m))
+    if is_hf_output(m):
+        raise TypeError(
+            f"{name} is a Hugging Face {type(m).__name__}, which holds no temperature (HF keeps "
+            f"it on the model, in log space: model.logit_scale); {_HF_HINT}"
+        )
+    if is_pair_output(m):
+        names, pair = read_pair(m, prefix=name)
+        check_values(names, pair)
+        return jestcore.PairEmbeddings(*map(_detached, pair))
+    raise TypeError(
+        f"{name} must be a PairEmbeddings(image, text, scale, bias), an open_clip output "
+        "(image_features, text_features, logit_scale[, logit_bias]) as a tuple or an "
+        "output_dict=True dict, or a 1-D tensor of per-example losses, got "
+        f"{describe(m)}; for a Hugging Face SiglipOutput / CLIPOutput, {_HF_HINT}"
+    )
+
+
 def _models(learner: Any, reference: Any, scores: Any, score: str) -> tuple[dict[str, Any], str]:
     """The outputs that ``score`` needs, by argument name (detached), and their kind.
 
@@ -100,12 +153,7 @@ def _models(learner: Any, reference: Any, scores: Any, score: str) -> tuple[dict
             continue
         if m is None:
             raise ValueError(f'score="{score}" needs the {name}\'s outputs, got {name}=None')
-        if not (_is_pair(m) or isinstance(m, torch.Tensor)):
-            raise TypeError(
-                f"{name} must be a PairEmbeddings(image, text, scale, bias) or a 1-D tensor of "
-                f"per-example losses, got {type(m).__name__}"
-            )
-        models[name] = jestcore.PairEmbeddings(*map(_detached, m)) if _is_pair(m) else m.detach()
+        models[name] = _model_output(name, m)
     if len({_is_pair(m) for m in models.values()}) > 1:
         raise TypeError("learner and reference must both be PairEmbeddings or both be losses")
     pairs = _is_pair(next(iter(models.values())))
@@ -434,7 +482,12 @@ def select_batch(
             lists of strings are taken along too, which synchronises once).
         learner: The learner's outputs on ``batch``: :class:`~jestcore.PairEmbeddings`
             (contrastive) or an ``(N,)`` tensor of per-example losses. Not needed for
-            ``score="easy_reference"``.
+            ``score="easy_reference"``. A contrastive model's own output is converted by
+            :func:`~jestcore.adapters.torch.pair_embeddings`: an open_clip tuple or
+            ``output_dict=True`` dict as given; a Hugging Face ``SiglipOutput`` /
+            ``CLIPOutput`` holds no temperature, so score it with
+            :func:`~jestcore.adapters.torch.score_forward` (which reads it from the model and
+            returns ``PairEmbeddings``) or pass ``pair_embeddings(output, model=model)``.
         reference: The reference model's outputs, of the same kind (e.g. from an
             :class:`~jestcore.adapters.torch.EmbeddingCache`). Not needed for
             ``score="hard_learner"``.
@@ -473,6 +526,10 @@ def select_batch(
             with ``scope="global"``, on every rank when any rank's inputs are refused (a
             ``TypeError`` there is raised as a ``TypeError`` on every rank) or the ranks
             disagree.
+
+    Warns:
+        NotNormalizedWarning: If a converted open_clip output's embeddings are not unit-norm
+            (see :func:`~jestcore.adapters.torch.pair_embeddings`).
 
     Example:
         >>> import torch

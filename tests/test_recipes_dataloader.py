@@ -11,11 +11,6 @@ import pytest
 import torch
 from recipe_pages import run_page
 
-# The page's DataLoader forks worker processes. When another test of the session has imported
-# JAX, JAX's fork hook warns that fork is unsafe for a process running JAX threads; the workers
-# never use JAX, and a user's script of this page does not import it.
-pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
-
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):

@@ -399,7 +399,9 @@ def _check_embeddings(
     return xp, n, same_device({**arrays, **scalars, **others}), models
 
 
-def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list[_Terms]:
+def _build_terms(
+    models: list[tuple[str, PairEmbeddings, int]], xp: Any, loss: str = "sigmoid"
+) -> list[_Terms]:
     """Checks that the embeddings are finite, then prepares each model's terms.
 
     Terms accumulate in float32, or float64 when an input is float64.
@@ -408,7 +410,7 @@ def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list
     for name, m, _ in models:
         v.check_finite(f"{name}.image", m.image, xp, backend)
         v.check_finite(f"{name}.text", m.text, xp, backend)
-    return make_terms(models, xp)
+    return make_terms(models, xp, loss=loss)
 
 
 def make_terms(

@@ -38,9 +38,8 @@ def logit_matrix(model: Any) -> np.ndarray:
     text = np.asarray(text, dtype=np.float64)
     n = image.shape[0]
     out = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            out[i, j] = float(scale) * float(np.dot(image[i], text[j])) + float(bias)
+    for i in range(n):  # row i: image i against every text j
+        out[i, :] = float(scale) * (text @ image[i]) + float(bias)
     return out
 
 

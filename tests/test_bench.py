@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("select_matrix.py", []),
         ("select_embeddings.py", ["--frameworks", "numpy", "--no-paper"]),
         ("gpu_select.py", ["--device", "cpu", "--frameworks", "jax", "--no-paper"]),
+        ("select_softmax.py", ["--frameworks", "numpy", "--recompute-frameworks", "numpy"]),
     ],
 )
 def test_bench_quick(tmp_path: Path, script: str, extra: list[str]) -> None:

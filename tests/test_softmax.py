@@ -8,6 +8,7 @@ low-precision inputs and temperatures that would overflow an unshifted ``exp``; 
 
 from __future__ import annotations
 
+import inspect
 import tracemalloc
 
 import numpy as np
@@ -21,6 +22,12 @@ from jestcore.backends import get_backend_module
 from jestcore import PairEmbeddings, batch_score_embeddings, gumbel_noise, joint_select_embeddings
 
 SCORES = ["learnability", "hard_learner", "easy_reference"]
+
+#: The gain that seeded and noisy selections apply to the logits: ``joint_select_embeddings``'s
+#: default ``gain`` where it has one (the paper's Algorithm 2), else 1 (Algorithm 3 as printed).
+#: The oracle applies the same; greedy selections do not depend on it.
+_GAIN = inspect.signature(joint_select_embeddings).parameters.get("gain")
+GAIN = 1.0 if _GAIN is None else float(_GAIN.default)
 
 
 def make_models(
@@ -48,7 +55,7 @@ def as_float(model: PairEmbeddings | None, dtype) -> PairEmbeddings | None:
     return model._replace(image=model.image.astype(dtype), text=model.text.astype(dtype))
 
 
-def softmax_perturbed(learner, reference, score, noise, gain: float = 1.0):
+def softmax_perturbed(learner, reference, score, noise, gain: float = GAIN):
     """``perturbed(before, k)`` for :func:`helpers.assert_same_selection`, from the oracle.
 
     The values are the oracle's perturbed logits given the items chosen before; the magnitude
@@ -92,13 +99,14 @@ def softmax_perturbed(learner, reference, score, noise, gain: float = 1.0):
 
 def assert_matches_algorithm_3(got, learner, reference, score, n_select, n_chunks, noise, rtol):
     """``got`` equals the literal Algorithm 3 with ``noise`` (``None``: greedy), near-ties aside."""
-    expected = oracle.select(learner, reference, score, n_select, n_chunks, noise)
+    gain = GAIN if noise is not None else 1.0
+    expected = oracle.select(learner, reference, score, n_select, n_chunks, noise, gain)
     assert_same_selection(
         got,
         expected,
         sizes=oracle.split_chunks(n_select, n_chunks),
         n=np.asarray((learner if learner is not None else reference).image).shape[0],
-        perturbed=softmax_perturbed(learner, reference, score, noise),
+        perturbed=softmax_perturbed(learner, reference, score, noise, gain),
         rtol=rtol,
     )
 
@@ -153,7 +161,7 @@ def test_paper_like_sizes_and_chunks_that_do_not_divide(score, scale, n, n_selec
         *args, n_select, n_chunks=n_chunks, score=score, loss="softmax", seed=seed
     )
     noise = gumbel_noise(seed, (n_chunks, n), xp=np)
-    expected = oracle.select(*args, score, n_select, n_chunks, noise)
+    expected = oracle.select(*args, score, n_select, n_chunks, noise, GAIN)
     # exact: a genuine near-tie at these sizes would be a one-in-millions coincidence
     np.testing.assert_array_equal(got, expected)
     greedy = joint_select_embeddings(

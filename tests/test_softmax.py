@@ -288,13 +288,18 @@ def test_jax_jit_compiles_once_with_loss_static():
             rtol=RTOL["float32"],
         )
     assert len(traces) == 1
+
     # The spec jitted with static loss: the other loss is another program, the same one for both.
+    # (a wrapper of its own: jax.jit shares one cache per function object across the session)
+    def spec_fn(learner, reference, n_select, **kwargs):
+        return joint_select_embeddings(learner, reference, n_select, **kwargs)
+
     static = ("n_select", "n_chunks", "score", "loss", "greedy")
-    spec = jax.jit(joint_select_embeddings, static_argnames=static)
-    a = spec(*on_jax, 12, n_chunks=5, loss="softmax", seed=jnp.uint32(seed))
+    spec = jax.jit(spec_fn, static_argnames=static)
+    a = spec(*on_jax, n_select=12, n_chunks=5, loss="softmax", seed=jnp.uint32(seed))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(got))
-    spec(*on_jax, 12, n_chunks=5, loss="sigmoid", seed=jnp.uint32(seed))
-    spec(*on_jax, 12, n_chunks=5, loss="softmax", seed=jnp.uint32(seed + 1))
+    spec(*on_jax, n_select=12, n_chunks=5, loss="sigmoid", seed=jnp.uint32(seed))
+    spec(*on_jax, n_select=12, n_chunks=5, loss="softmax", seed=jnp.uint32(seed + 1))
     assert spec._cache_size() == 2
 
 

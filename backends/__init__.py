@@ -7,6 +7,8 @@ present) exposes the same names with the same signatures:
   value, ties to the lower index.
 * ``softplus(x, /)``: ``log(1 + exp(x))``, numerically stable.
 * ``sum_softplus(x, scale, bias, /)``: column sums of ``softplus(scale * x + bias)`` for 2-D ``x``.
+* ``logsumexp_columns(x, scale, /)``: column log-sum-exp of ``scale * x`` for 2-D ``x``,
+  shifted by each column's maximum so that it never overflows.
 * ``is_lazy(x, /)``: whether ``x`` is being traced (``jax.jit``, ``torch.compile``), so values
   cannot be inspected.
 * ``chunk_loop(choose, advance, carry, sizes, noise, /)``: the chunk loop of joint selection

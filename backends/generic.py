@@ -7,7 +7,15 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = [
+    "block_loop",
+    "chunk_loop",
+    "is_lazy",
+    "logsumexp_columns",
+    "softplus",
+    "sum_softplus",
+    "top_k",
+]
 
 
 def top_k(x: Any, k: int, /) -> Any:
@@ -31,6 +39,21 @@ def sum_softplus(x: Any, scale: Any, bias: Any, /) -> Any:
     """Column sums of ``softplus(scale * x + bias)`` for 2-D ``x``."""
     xp = array_api_compat.array_namespace(x)
     return xp.sum(softplus(scale * x + bias), axis=0)
+
+
+def logsumexp_columns(x: Any, scale: Any, /) -> Any:
+    """Column log-sum-exp of ``scale * x`` for 2-D ``x``, shifted by the column maxima.
+
+    ``log(sum_r exp(scale * x[r, m]))`` for every column ``m``, computed as
+    ``c_m + log(sum_r exp(scale * x[r, m] - c_m))`` with ``c_m`` the column's maximum, so no
+    ``exp`` overflows whatever the scale (a non-finite maximum is replaced by 0, so an infinite
+    entry gives an infinite result, not NaN).
+    """
+    xp = array_api_compat.array_namespace(x)
+    z = scale * x
+    top = xp.max(z, axis=0)
+    top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
+    return top + xp.log(xp.sum(xp.exp(z - top), axis=0))
 
 
 def chunk_loop(

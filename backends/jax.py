@@ -18,7 +18,15 @@ from jax import lax
 from jestcore.backends import generic
 from jestcore.backends.generic import _block_step
 
-__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = [
+    "block_loop",
+    "chunk_loop",
+    "is_lazy",
+    "logsumexp_columns",
+    "softplus",
+    "sum_softplus",
+    "top_k",
+]
 
 
 def top_k(x: Any, k: int, /) -> Any:
@@ -56,6 +64,11 @@ def is_lazy(x: Any, /) -> bool:
 def sum_softplus(x: Any, scale: Any, bias: Any, /) -> Any:
     """Column sums of ``softplus(scale * x + bias)`` for 2-D ``x`` (XLA fuses the elementwise)."""
     return jnp.sum(jax.nn.softplus(scale * x + bias), axis=0)
+
+
+def logsumexp_columns(x: Any, scale: Any, /) -> Any:
+    """Column log-sum-exp of ``scale * x`` for 2-D ``x`` (``jax.nn.logsumexp``, max-shifted)."""
+    return jax.nn.logsumexp(scale * x, axis=0)
 
 
 def chunk_loop(

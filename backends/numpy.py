@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 from jestcore.backends.generic import block_loop, chunk_loop
 
-__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = [
+    "block_loop",
+    "chunk_loop",
+    "is_lazy",
+    "logsumexp_columns",
+    "softplus",
+    "sum_softplus",
+    "top_k",
+]
 
 
 def top_k(x: Any, k: int, /) -> Any:
@@ -54,3 +62,16 @@ def sum_softplus(x: Any, scale: Any, bias: Any, /) -> Any:
     np.log1p(z, out=z)
     z += pos
     return z.sum(axis=0)
+
+
+def logsumexp_columns(x: Any, scale: Any, /) -> Any:
+    """Column log-sum-exp of ``scale * x`` for 2-D ``x``, max-shifted, with one temporary."""
+    z = np.multiply(x, scale, dtype=x.dtype)
+    top = z.max(axis=0)
+    top[~np.isfinite(top)] = 0
+    z -= top
+    np.exp(z, out=z)
+    out = z.sum(axis=0)
+    np.log(out, out=out)
+    out += top
+    return out

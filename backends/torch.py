@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from jestcore.backends.generic import block_loop, chunk_loop
 
-__all__ = ["block_loop", "chunk_loop", "is_lazy", "softplus", "sum_softplus", "top_k"]
+__all__ = [
+    "block_loop",
+    "chunk_loop",
+    "is_lazy",
+    "logsumexp_columns",
+    "softplus",
+    "sum_softplus",
+    "top_k",
+]
 
 #: Below this ``k / N`` a ``torch.topk`` pass plus tie repair beats a stable sort of all N
 #: entries: a rule of thumb from a one-off CPU measurement whose script was not kept in bench/
@@ -77,3 +85,8 @@ def sum_softplus(x: Any, scale: Any, bias: Any, /) -> Any:
     z = torch.mul(x, scale)
     z = z + bias
     return torch.sum(softplus(z), dim=0)
+
+
+def logsumexp_columns(x: Any, scale: Any, /) -> Any:
+    """Column log-sum-exp of ``scale * x`` for 2-D ``x`` (``torch.logsumexp``, max-shifted)."""
+    return torch.logsumexp(torch.mul(x, scale), dim=0)

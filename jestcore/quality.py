@@ -13,7 +13,9 @@ from jestcore.streaming import (
     PairEmbeddings,
     _build_terms,
     _check_embeddings,
+    _SoftmaxTerms,
     _Terms,
+    check_loss,
 )
 
 __all__ = ["batch_score", "batch_score_embeddings"]
@@ -89,12 +91,21 @@ def batch_score_embeddings(
     /,
     *,
     score: str = "learnability",
+    loss: str = "sigmoid",
     block_size: int | None = None,
 ) -> Any:
     """:func:`batch_score` of the materialised score matrix, computed from embeddings.
 
     Never forms the ``N x N`` (nor the ``b x b``) matrix: the batch's pairwise terms are summed
     in blocks of ``block_size`` rows.
+
+    With ``loss="softmax"`` the score is that of the softmax-contrastive (CLIP) loss, with the
+    same convention, a sum over the batch: each model's loss of the batch ``B`` is
+    ``sum_{i in B} [-L_ii + (logsumexp_{j in B} L_ij + logsumexp_{j in B} L_ji) / 2]`` with
+    ``L_ij = scale * <image_i, text_j>`` (the symmetric cross-entropy, each direction weighted
+    one half; ``b`` times CLIP's mean loss; a bias cancels and is left out), and the score
+    combines the two models' losses as ``score`` says. The row blocks' log-sum-exps are merged
+    as in :func:`~jestcore.joint_select_embeddings`.
 
     Args:
         learner: The learner's :class:`~jestcore.PairEmbeddings` (may be ``None`` for
@@ -103,11 +114,21 @@ def batch_score_embeddings(
             ``score="hard_learner"``).
         indices: 1-D integer array (signed or unsigned) of distinct indices, the batch.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: ``"sigmoid"`` (SigLIP) or ``"softmax"`` (CLIP / InfoNCE).
         block_size: Rows of the batch multiplied at once (default: about 2**24 elements).
 
     Returns:
         A 0-d float32 array (float64 when an input is float64).
+
+    Example:
+        >>> import numpy as np
+        >>> e = PairEmbeddings(np.eye(2), np.eye(2), 1.0, 0.0)
+        >>> idx = np.array([0, 1])
+        >>> round(float(batch_score_embeddings(e, None, idx, score="hard_learner",
+        ...                                    loss="softmax")), 4)  # 2 * log(1 + e**-1)
+        0.6265
     """
+    check_loss(loss)
     xp, n, _, models = _check_embeddings(learner, reference, score, indices=indices)
     backend = get_backend(xp)
     indices = _check_indices(indices, n, xp, backend)
@@ -115,9 +136,10 @@ def batch_score_embeddings(
     if block_size is None:
         block_size = max(1, BLOCK_ELEMENTS // b)
     block_size = v.check_int("block_size", block_size, low=1)
+    model_total = _softmax_batch_total if loss == "softmax" else _model_batch_total
     total = None
-    for t in _build_terms(models, xp):
-        part = t.sign * _model_batch_total(t, indices, block_size, xp, backend)
+    for t in _build_terms(models, xp, loss):
+        part = t.sign * model_total(t, indices, block_size, xp, backend)
         total = part if total is None else total + part
     return xp.asarray(total)
 
@@ -136,4 +158,28 @@ def _model_batch_total(t: _Terms, idx: Any, block_size: int, xp: Any, backend: A
     for start in range(0, b, block_size):
         logits = t.scale * (image_b[start : min(start + block_size, b), ...] @ text_bt) + t.bias
         total = total + xp.sum(pair_losses(logits, start, xp, backend))
+    return total
+
+
+def _softmax_batch_total(t: _Terms, idx: Any, block_size: int, xp: Any, backend: Any) -> Any:
+    """One model's softmax loss of the batch ``idx``, summed over its examples.
+
+    ``sum_i [-L_ii + (lse_j L_ij + lse_j L_ji) / 2]`` over ``i, j in idx``: the batch's rows,
+    ``block_size`` at a time (the backend's ``block_loop``), update a running log-sum-exp per
+    example and direction, as in selection, so no ``b x b`` matrix is formed.
+    """
+    image_b = xp.take(t.image, idx, axis=0)
+    text_b = xp.take(t.text, idx, axis=0)
+    batch = _SoftmaxTerms(
+        PairEmbeddings(image_b, text_b, t.scale, 0.0), 1, image_b.dtype, xp, backend
+    )
+    rows = xp.arange(idx.shape[0], device=device_of(image_b))
+    total = xp.sum(batch.diagonal())  # sum of u_i = -L_ii
+    for side in (0, 1):
+
+        def add(acc: Any, block: Any, side: int = side) -> Any:
+            return xp.logaddexp(acc, batch.products(batch.rows(block, side), side))
+
+        empty = xp.full((idx.shape[0],), -xp.inf, dtype=image_b.dtype, device=device_of(image_b))
+        total = total + 0.5 * xp.sum(backend.block_loop(add, empty, rows, block_size))
     return total

@@ -140,7 +140,7 @@ def _check_finite(name: str, x: Any, xp: Any, backend: Any) -> None:
 
 
 def blocked_select(
-    logits: Any,
+    state: Any,
     sizes: tuple[int, ...],
     noise: Any,
     update: Callable[[Any, Any], Any],
@@ -148,6 +148,7 @@ def blocked_select(
     *,
     pick: Callable[[Any, int], Any] | None = None,
     offset: Any = 0,
+    logits_of: Callable[[Any], Any] | None = None,
 ) -> Any:
     """The chunk loop shared by every joint selection, run by the backend's ``chunk_loop``.
 
@@ -159,22 +160,27 @@ def blocked_select(
     ``len(sizes)``).
 
     Args:
-        logits: 1-D conditional logits of the first chunk (the diagonal of the score matrix).
+        state: 1-D conditional logits of the first chunk (the diagonal of the score matrix), or
+            any state (a pytree of arrays) that ``logits_of`` reads them from.
         sizes: Chunk sizes.
         noise: ``(len(sizes), n)`` Gumbel noise, row ``k`` for chunk ``k`` (``None``: greedy).
-        update: ``(logits, chunk indices) -> logits`` after adding that chunk's contributions;
+        update: ``(state, chunk indices) -> state`` after adding that chunk's contributions;
             not called after the last chunk.
         xp: The namespace.
         pick: ``(perturbed logits, k) -> k indices`` in descending perturbed logit, ties to the
             lower index (default: the backend's ``top_k``); e.g. a top-k across devices.
         offset: The index that ``pick`` reports for entry 0 of ``logits`` (a device's first row
             on a mesh; may be traced): indices outside ``[offset, offset + n)`` are others'.
+        logits_of: ``state -> 1-D conditional logits`` (default: the state is the logits), e.g.
+            for the softmax loss, whose state also holds running log-sum-exps.
 
     Returns:
         The selected indices, chunk by chunk, each chunk in descending perturbed logit.
     """
     backend = get_backend(xp)
     pick = pick or backend.top_k
+    logits_of = logits_of or _identity
+    logits = logits_of(state)
     n = logits.shape[0]
     neg_inf = xp.asarray(-xp.inf, dtype=logits.dtype, device=device_of(logits))
     last_resort = xp.asarray(
@@ -182,7 +188,8 @@ def blocked_select(
     )
 
     def choose(carry: tuple[Any, Any], g: Any, size: int) -> Any:
-        logits, selected = carry
+        state, selected = carry
+        logits = logits_of(state)
         perturbed = logits if g is None else logits + xp.astype(g, logits.dtype)
         perturbed = xp.where(xp.isfinite(perturbed), perturbed, last_resort)
         return pick(xp.where(selected, neg_inf, perturbed), size)
@@ -190,13 +197,17 @@ def blocked_select(
     positions = xp.arange(n, device=device_of(logits)) + offset
 
     def advance(carry: tuple[Any, Any], idx: Any) -> tuple[Any, Any]:
-        logits, selected = carry
-        return update(logits, idx), selected | _members(positions, idx, xp)
+        state, selected = carry
+        return update(state, idx), selected | _members(positions, idx, xp)
 
     # Built from logits so that it is typed like them (e.g. varying over a mesh axis under
     # shard_map), as lax.scan requires of its carry.
     selected = xp.zeros_like(logits, dtype=xp.bool)
-    return backend.chunk_loop(choose, advance, (logits, selected), sizes, noise)
+    return backend.chunk_loop(choose, advance, (state, selected), sizes, noise)
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _members(positions: Any, idx: Any, xp: Any) -> Any:

@@ -5,6 +5,9 @@ that belong to selected items. For the pairwise sigmoid loss they follow from em
 chunk C, every candidate's logit grows by ``sum_{j in C} S_jm + S_mj``, which needs
 ``image_C @ text.T`` and ``text_C @ image.T`` for each model. So selection costs O(N * b * d)
 arithmetic and O(N * (d + block)) memory instead of O(N^2 * d) and O(N^2).
+
+For the softmax (CLIP) loss (the paper's Algorithm 3) the same four products per chunk update a
+running log-sum-exp per candidate, model and direction, from which the logits follow.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from jestcore.backends import get_backend
 from jestcore.scores import check_scale_bias
 from jestcore.selection import blocked_select, chunk_sizes, noise_rows
 
-__all__ = ["SCORES", "PairEmbeddings", "joint_select_embeddings"]
+__all__ = ["LOSSES", "SCORES", "PairEmbeddings", "joint_select_embeddings"]
 
 #: The scores that :func:`joint_select_embeddings` accepts, with the sign of each model's loss.
 SCORES: dict[str, tuple[int, int]] = {
@@ -26,6 +29,9 @@ SCORES: dict[str, tuple[int, int]] = {
     "hard_learner": (1, 0),
     "easy_reference": (0, -1),
 }
+
+#: The contrastive losses that :func:`joint_select_embeddings` accepts.
+LOSSES = ("sigmoid", "softmax")
 
 #: Default bound on the elements of one temporary block of pairwise logits (64 MiB in float32).
 BLOCK_ELEMENTS = 2**24
@@ -37,7 +43,7 @@ SELECT_BLOCK_ELEMENTS = 2**25
 
 
 class PairEmbeddings(NamedTuple):
-    """A contrastive model's embeddings of N image-text pairs, with its sigmoid-loss parameters.
+    """A contrastive model's embeddings of N image-text pairs, with its loss parameters.
 
     A ``NamedTuple``, so JAX treats it as a pytree (it passes through ``jax.jit`` and
     ``jax.tree_util`` unchanged).
@@ -46,7 +52,9 @@ class PairEmbeddings(NamedTuple):
         image: ``(N, d)`` image embeddings (float16, bfloat16, float32 or float64).
         text: ``(N, d)`` text embeddings of the same pairs; ``d`` may differ between models.
         scale: The temperature, already exponentiated: a float or a 0-d floating array.
-        bias: The logit bias: a float or a 0-d floating array.
+        bias: The logit bias of the sigmoid loss: a float or a 0-d floating array. The softmax
+            loss has none: a bias adds the same constant to every logit of a softmax, so it
+            cancels; ``loss="softmax"`` checks it (finite) and leaves it out.
     """
 
     image: Any
@@ -78,6 +86,15 @@ def _models(learner: Any, reference: Any, score: Any) -> list[tuple[str, PairEmb
     return models
 
 
+def check_loss(loss: Any) -> str:
+    """``loss`` if it is one of :data:`LOSSES`; else a ``TypeError`` or ``ValueError``."""
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a str, one of {list(LOSSES)}, got {loss!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    return loss
+
+
 def check_score(score: Any) -> str:
     """``score`` if it is one of :data:`SCORES`; else a ``TypeError`` or ``ValueError``."""
     if not isinstance(score, str):
@@ -105,6 +122,7 @@ def joint_select_embeddings(
     *,
     n_chunks: int = 16,
     score: str = "learnability",
+    loss: str = "sigmoid",
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -112,12 +130,23 @@ def joint_select_embeddings(
 ) -> Any:
     """Joint selection from embeddings, exactly as :func:`joint_select` on the materialised scores.
 
-    Returns the indices that ``joint_select(S, n_select, ...)`` returns for the score matrix ``S``
-    built from the same embeddings with :func:`sigmoid_loss_matrix` (up to floating-point
-    near-ties), but never allocates anything of size N x N: the diagonal comes from row-wise
-    products, and after each chunk every candidate's logit is updated from four
-    ``(c x d) @ (d x N)`` products and a softplus. Logits accumulate in float32 (float64 when
-    an input is float64), so float16 and bfloat16 embeddings are accepted.
+    With ``loss="sigmoid"`` it returns the indices that ``joint_select(S, n_select, ...)``
+    returns for the score matrix ``S`` built from the same embeddings with
+    :func:`sigmoid_loss_matrix` (up to floating-point near-ties), but never allocates anything
+    of size N x N: the diagonal comes from row-wise products, and after each chunk every
+    candidate's logit is updated from four ``(c x d) @ (d x N)`` products and a softplus.
+
+    With ``loss="softmax"`` it selects under the softmax-contrastive (CLIP) loss, the paper's
+    Algorithm 3: with ``L_ij = scale * <image_i, text_j>`` (no bias: it cancels), chunk 0 draws
+    from ``u_i = -L_ii`` and chunk ``k > 0`` from ``u_i + neg_i(B)``, where ``B`` is the
+    selected set and ``neg_i(B) = (logsumexp_{j in B} L_ji + logsumexp_{j in B} L_ij) / 2``,
+    each model's terms signed as ``score`` says (learner minus reference for learnability).
+    The same four products per chunk update a running, max-shifted log-sum-exp per candidate,
+    model and direction, so time and memory are the sigmoid path's and no temperature
+    overflows.
+
+    Logits accumulate in float32 (float64 when an input is float64), so float16 and bfloat16
+    embeddings are accepted.
 
     Args:
         learner: The learner's :class:`PairEmbeddings` (may be ``None`` for
@@ -130,6 +159,8 @@ def joint_select_embeddings(
         n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
         score: ``"learnability"`` (learner loss - reference loss), ``"hard_learner"`` (learner
             loss) or ``"easy_reference"`` (- reference loss).
+        loss: The contrastive loss the scores are of: ``"sigmoid"`` (SigLIP, pairwise) or
+            ``"softmax"`` (CLIP / InfoNCE); static under ``jax.jit``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, used as given: float64 noise
             makes the logits float64 (it is not rounded to float32).
@@ -157,7 +188,7 @@ def joint_select_embeddings(
         (4,)
     """
     sizes, block_size = check_select_embeddings(
-        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size
+        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, loss=loss
     )
     return select_embeddings(
         learner,
@@ -168,6 +199,7 @@ def joint_select_embeddings(
         sizes=sizes,
         greedy=greedy,
         block_size=block_size,
+        loss=loss,
     )
 
 
@@ -181,12 +213,15 @@ def check_select_embeddings(
     noise: Any,
     greedy: Any,
     block_size: Any,
+    *,
+    loss: Any = "sigmoid",
 ) -> tuple[tuple[int, ...], int]:
     """Every check of :func:`joint_select_embeddings`'s arguments (values too, unless traced).
 
     Returns:
         ``(chunk sizes, block size)``.
     """
+    check_loss(loss)
     xp, n, _, models = _check_embeddings(learner, reference, score, noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
@@ -214,19 +249,28 @@ def select_embeddings(
     sizes: tuple[int, ...],
     greedy: bool,
     block_size: int,
+    loss: str = "sigmoid",
 ) -> Any:
     """The work of :func:`joint_select_embeddings` on checked arguments (traceable)."""
     models = _models(learner, reference, score)
     arrays = [getattr(m, f) for _, m, _ in models for f in ("image", "text")]
     xp = namespace_of(*arrays, noise, name="embeddings, noise")
     n = arrays[0].shape[0]
-    terms = make_terms(models, xp, noise)
+    terms = make_terms(models, xp, noise, loss=loss)
+    noise = noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(arrays[0]))
+    backend = get_backend(xp)
+    if loss == "softmax":
+        first = diagonal(terms)
+        return blocked_select(
+            softmax_state(terms, first),
+            sizes,
+            noise,
+            softmax_update(terms, first, block_size, backend),
+            xp,
+            logits_of=softmax_logits,
+        )
     return blocked_select(
-        diagonal(terms),
-        sizes,
-        noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(arrays[0])),
-        embeddings_update(terms, block_size, get_backend(xp)),
-        xp,
+        diagonal(terms), sizes, noise, embeddings_update(terms, block_size, backend), xp
     )
 
 
@@ -257,6 +301,53 @@ def embeddings_update(terms: list[Any], block_size: int, backend: Any) -> Callab
 
                 logits = backend.block_loop(add, logits, idx, block_size)
         return logits
+
+    return update
+
+
+def softmax_state(terms: list[Any], first: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The softmax selection's state before chunk 0: ``(logits, running log-sum-exps)``.
+
+    The logits are the signed ``u_i`` (``first``); each model has two log-sum-exps over the
+    selected set (none yet: ``-inf``), side 0 ``logsumexp_j L_ji`` and side 1
+    ``logsumexp_j L_ij``.
+    """
+    xp = terms[0].xp
+    empty = xp.full_like(first, -xp.inf)
+    return first, tuple(empty for _ in range(2 * len(terms)))
+
+
+def softmax_logits(state: tuple[Any, tuple[Any, ...]]) -> Any:
+    """The conditional logits held by a softmax selection's state."""
+    return state[0]
+
+
+def softmax_update(
+    terms: list[Any], first: Any, block_size: int, backend: Any
+) -> Callable[[Any, Any], Any]:
+    """``(state, idx) -> state`` with the chunk ``idx`` merged into every running log-sum-exp.
+
+    The same four products per chunk as :func:`embeddings_update`, in the same row blocks (the
+    backend's ``block_loop``); each block's column log-sum-exp (max-shifted) is merged into the
+    running one with ``logaddexp``. Then the logits are ``first + sum over models of
+    sign * (lse_0 + lse_1) / 2``.
+    """
+    xp = terms[0].xp
+
+    def update(state: Any, idx: Any) -> Any:
+        _, lses = state
+        merged = []
+        for i, t in enumerate(terms):
+            for side in (0, 1):
+
+                def add(acc: Any, block: Any, t: Any = t, side: int = side) -> Any:
+                    return xp.logaddexp(acc, t.products(t.rows(block, side), side))
+
+                merged.append(backend.block_loop(add, lses[2 * i + side], idx, block_size))
+        logits = first
+        for i, t in enumerate(terms):
+            logits = logits + (0.5 * t.sign) * (merged[2 * i] + merged[2 * i + 1])
+        return logits, tuple(merged)
 
     return update
 
@@ -308,7 +399,9 @@ def _check_embeddings(
     return xp, n, same_device({**arrays, **scalars, **others}), models
 
 
-def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list[_Terms]:
+def _build_terms(
+    models: list[tuple[str, PairEmbeddings, int]], xp: Any, loss: str = "sigmoid"
+) -> list[_Terms]:
     """Checks that the embeddings are finite, then prepares each model's terms.
 
     Terms accumulate in float32, or float64 when an input is float64.
@@ -317,19 +410,23 @@ def _build_terms(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> list
     for name, m, _ in models:
         v.check_finite(f"{name}.image", m.image, xp, backend)
         v.check_finite(f"{name}.text", m.text, xp, backend)
-    return make_terms(models, xp)
+    return make_terms(models, xp, loss=loss)
 
 
 def make_terms(
-    models: list[tuple[str, PairEmbeddings, int]], xp: Any, *others: Any
+    models: list[tuple[str, PairEmbeddings, int]], xp: Any, *others: Any, loss: str = "sigmoid"
 ) -> list[_Terms]:
-    """Each model's signed terms, in float32, or float64 when an input (``others`` too) is."""
+    """Each model's signed terms, in float32, or float64 when an input (``others`` too) is.
+
+    ``loss`` picks the kind: :class:`_Terms` (sigmoid) or :class:`_SoftmaxTerms`.
+    """
+    kind = _SoftmaxTerms if check_loss(loss) == "softmax" else _Terms
     dtype = xp.result_type(
         xp.float32,
         *(a.dtype for _, m, _ in models for a in m[:2]),
         *(a.dtype for a in others if a is not None),
     )
-    return [_Terms(m, sign, dtype, xp, get_backend(xp)) for _, m, sign in models]
+    return [kind(m, sign, dtype, xp, get_backend(xp)) for _, m, sign in models]
 
 
 class _Terms:
@@ -375,3 +472,22 @@ class _Terms:
         other = self.text if side == 0 else self.image
         product = rows @ self.xp.matrix_transpose(other)
         return self.backend.sum_softplus(product, self.scale, self.bias)
+
+
+class _SoftmaxTerms(_Terms):
+    """One model's signed contribution to the softmax (CLIP) loss's conditional logits.
+
+    The interface of :class:`_Terms`, with the softmax loss's terms: the diagonal is the signed
+    ``u_i = -L_ii`` and :meth:`products` the column log-sum-exp of the pairwise logits
+    ``L = scale * rows @ other.T`` (unsigned; the bias is left out, as it cancels).
+    """
+
+    def diagonal(self) -> Any:
+        """Signed unconditional losses ``u_i = -scale * <image_i, text_i>``."""
+        return -self.sign * (self.scale * self.xp.sum(self.image * self.text, axis=1))
+
+    def products(self, rows: Any, side: int) -> Any:
+        """Column log-sum-exps of ``scale * rows @ other.T``, unsigned, max-shifted."""
+        other = self.text if side == 0 else self.image
+        product = rows @ self.xp.matrix_transpose(other)
+        return self.backend.logsumexp_columns(product, self.scale)

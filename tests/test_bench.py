@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("soak.py", ["--frameworks", "numpy", "torch"]),
         ("torch_overhead.py", []),
         ("jax_select.py", []),
+        ("select_softmax.py", ["--frameworks", "numpy", "--recompute-frameworks", "numpy"]),
     ],
 )
 def test_bench_quick(tmp_path: Path, script: str, extra: list[str]) -> None:

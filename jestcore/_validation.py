@@ -50,7 +50,7 @@ def check_gain(gain: Any) -> float:
         )
     g = float(gain)
     if not (math.isfinite(g) and g > 0):
-        raise ValueError(f"gain must be finite and > 0, got {gain!r}")
+        raise ValueError(f"gain must be finite and > 0, got {gain}")
     return g
 
 

@@ -161,7 +161,7 @@ def test_trainers_and_demo_pass_the_gain_to_the_selection(monkeypatch):
     assert DemoConfig().gain == 100.0
     assert jt.TrainConfig(steps=1).gain == 100.0
     learner, reference = (m._replace(image=m.image.numpy(), text=m.text.numpy()) for m in _pairs(20, 4))
-    config = DemoConfig.quick(batch_size=4, gain=3.5)
+    config = DemoConfig.quick(batch_size=4, n_chunks=2, gain=3.5)
     got = select_sub_batch("jest", learner, reference, config, seed=7)
     expected = jestcore.joint_select_embeddings(
         learner, reference, 4, n_chunks=config.n_chunks, seed=7, gain=3.5
@@ -179,7 +179,9 @@ def test_trainers_and_demo_pass_the_gain_to_the_selection(monkeypatch):
     model = tt.DualEncoder(tt.ImageMLP(4, 8, 4), tt.BagOfWords(5, 4), generator=0)
     images = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
     tokens = np.random.default_rng(1).integers(0, 5, (20, 3))
-    tt.train(model, images, tokens, steps=2, batch_size=2, method="hard_learner", gain=3.5)
+    tt.train(
+        model, images, tokens, steps=2, batch_size=2, n_chunks=2, method="hard_learner", gain=3.5
+    )
     assert seen == [3.5, 3.5]
 
 

@@ -830,6 +830,7 @@ def _torch_select_batch(gain: Any, **randomness: Any) -> Any:
     from jestcore.adapters.torch import select_batch
 
     x = torch.from_numpy(V)
+    randomness = randomness or {"seed": 0}
     return select_batch(torch.arange(N), scores=x, batch_size=3, gain=gain, **randomness)
 
 
@@ -893,7 +894,9 @@ def test_gain_is_checked_even_when_greedy_ignores_it(bad):
     for call in (
         lambda: jestcore.joint_select(S, 4, n_chunks=2, greedy=True, gain=bad),
         lambda: jestcore.independent_select(V, 4, greedy=True, gain=bad),
-        lambda: jestcore.joint_select_embeddings(emb(), emb(), 4, greedy=True, gain=bad),
+        lambda: jestcore.joint_select_embeddings(
+            emb(), emb(), 4, n_chunks=2, greedy=True, gain=bad
+        ),
         lambda: _torch_select_batch(bad, greedy=True),
     ):
         with pytest.raises(error, match="gain"):
@@ -920,16 +923,16 @@ def test_a_gain_that_could_overflow_the_logits_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"gain = 100 could overflow float64"):
         jestcore.joint_select_embeddings(
             huge._replace(image=huge.image * 1e140, text=huge.text * 1e140), None, 4,
-            score="hard_learner", seed=0,
+            n_chunks=2, score="hard_learner", seed=0,
         )  # fmt: skip
-    jestcore.joint_select_embeddings(huge, None, 4, score="hard_learner", seed=0)
-    f32 = PairEmbeddings(*(np.full((N, 3), 1e17, np.float32),) * 2, 1.0, 0.0)
+    jestcore.joint_select_embeddings(huge, None, 4, n_chunks=2, score="hard_learner", seed=0)
+    f32 = PairEmbeddings(*(np.full((N, 3), 1e18, np.float32),) * 2, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"gain = 100 could overflow float32"):
-        jestcore.joint_select_embeddings(f32, None, 4, score="hard_learner", seed=0)
+        jestcore.joint_select_embeddings(f32, None, 4, n_chunks=2, score="hard_learner", seed=0)
     with pytest.raises(ValueError, match=r"gain = 100 could overflow float32"):
         jj.select_sharded(
             PairEmbeddings(*(jnp.asarray(f32.image),) * 2, 1.0, 0.0), None, 4, mesh=mesh1(),
-            score="hard_learner", seed=0,
+            n_chunks=2, score="hard_learner", seed=0,
         )  # fmt: skip
 
 
@@ -1264,6 +1267,9 @@ COVERED_ADAPTER = {
 def test_the_matrix_covers_every_public_entry_point():
     assert SPEC_CALLABLES <= COVERED_SPEC, SPEC_CALLABLES - COVERED_SPEC
     assert ADAPTER_CALLABLES <= COVERED_ADAPTER, ADAPTER_CALLABLES - COVERED_ADAPTER
+
+
+def test_the_gain_matrix_covers_every_selection_entry_point():
     assert SELECTING_SPEC <= set(GAINED)
     assert {f"jax.{n}" for n in SELECTING_ADAPTER} <= set(GAINED)
     # every public callable that takes a gain is in the gain matrix

@@ -240,8 +240,9 @@ def joint_select(
     top-k of ``gain * logit + noise`` (sampling without replacement with probability
     proportional to ``exp(gain * logit)``). The default gain, 100, is the paper's training
     recipe (its Algorithm 2 multiplies every score by 100 before sampling), which makes the
-    selection nearly greedy; ``gain=1.0`` is Algorithm 1 exactly as printed. The conditional logits are updated incrementally from the rows and columns of each new
-    chunk, so the work after reading ``S`` is O(N * n_select).
+    selection nearly greedy; ``gain=1.0`` is Algorithm 1 exactly as printed. The conditional
+    logits are updated incrementally from the rows and columns of each new chunk, so the work
+    after reading ``S`` is O(N * n_select).
 
     Args:
         scores: ``(N, N)`` real floating score matrix, e.g. ``learnability(L, R)`` of two
@@ -313,8 +314,11 @@ def check_joint_select(
 def check_gain_fits(
     gain: float, greedy: bool, scores: Any, terms: int, xp: Any, backend: Any, noise: Any
 ) -> None:
-    """Refuses a gain under which ``gain * logit`` could overflow, for logits that sum at most
-    ``terms`` entries of ``scores`` (skipped when greedy, or for traced scores)."""
+    """Refuses a gain under which ``gain * logit`` could overflow the logits' dtype.
+
+    For logits that sum at most ``terms`` entries of ``scores``; skipped when greedy (nothing
+    is multiplied) or for traced scores (values cannot be read).
+    """
     if greedy or backend.is_lazy(scores):
         return
     largest = float(xp.max(xp.abs(scores)))

@@ -19,9 +19,7 @@ Perturbed = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 RTOL = {"float64": 1e-9, "float32": 2e-5}
 
 
-def joint_perturbed(
-    scores: Any, noise: Any, magnitude: Any = None, *, gain: float
-) -> Perturbed:
+def joint_perturbed(scores: Any, noise: Any, magnitude: Any = None, *, gain: float) -> Perturbed:
     """Perturbed conditional logits of joint selection, recomputed in float64 from scratch.
 
     Args:

@@ -121,9 +121,7 @@ def select(
     return np.array(out, dtype=np.int64)
 
 
-def select_independent(
-    scores: Any, n_select: int, noise: Any = None, *, gain: float
-) -> np.ndarray:
+def select_independent(scores: Any, n_select: int, noise: Any = None, *, gain: float) -> np.ndarray:
     """Independent Gumbel top-k of ``gain`` times a score vector (one chunk)."""
     scores = float(gain) * np.asarray(scores, dtype=np.float64)
     if noise is not None:

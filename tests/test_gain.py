@@ -32,7 +32,7 @@ def _gains_over_uniform(gain: float) -> np.ndarray:
         pool = make_superbatch(n, seed=data_seed)  # 1000 class clusters, 30% mismatched
         learner, reference = pool.learner, pool.reference
 
-        def score(idx: np.ndarray) -> float:
+        def score(idx: np.ndarray, learner=learner, reference=reference) -> float:
             return float(jestcore.batch_score_embeddings(learner, reference, idx))
 
         uniform = np.mean(
@@ -68,7 +68,9 @@ def test_a_larger_gain_is_closer_to_greedy_on_the_same_noise():
     ]
     assert overlap == sorted(overlap)
     assert overlap[-1] == 20
-    np.testing.assert_array_equal(jestcore.joint_select(s, 20, n_chunks=4, seed=5, gain=1e6), greedy)
+    np.testing.assert_array_equal(
+        jestcore.joint_select(s, 20, n_chunks=4, seed=5, gain=1e6), greedy
+    )
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -160,7 +162,9 @@ def test_trainers_and_demo_pass_the_gain_to_the_selection(monkeypatch):
 
     assert DemoConfig().gain == 100.0
     assert jt.TrainConfig(steps=1).gain == 100.0
-    learner, reference = (m._replace(image=m.image.numpy(), text=m.text.numpy()) for m in _pairs(20, 4))
+    learner, reference = (
+        m._replace(image=m.image.numpy(), text=m.text.numpy()) for m in _pairs(20, 4)
+    )
     config = DemoConfig.quick(batch_size=4, n_chunks=2, gain=3.5)
     got = select_sub_batch("jest", learner, reference, config, seed=7)
     expected = jestcore.joint_select_embeddings(

@@ -26,9 +26,7 @@ from jestcore import PairEmbeddings, fold_in, gumbel_noise
 SCORES = ["learnability", "hard_learner", "easy_reference"]
 STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size")
 SELECT = jax.jit(jj.joint_select_embeddings, static_argnames=STATIC)
-SELECT_MATRIX = jax.jit(
-    jj.joint_select, static_argnames=("n_select", "n_chunks", "gain", "greedy")
-)
+SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "gain", "greedy"))
 GAINS = (1.0, 3.5, 100.0)
 
 

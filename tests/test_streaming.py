@@ -94,7 +94,9 @@ def streaming_problems(draw: st.DrawFn, max_n: int = 20):
     (12, 7, 3, 4, 6, (100.0, -10.0, 10.0, -10.0), "learnability", 3), True, None, False, True, 1.0
 )
 @example((12, 7, 3, 4, 6, (1.0, 0.0, 10.0, -10.0), "learnability", 3), True, None, False, True, 3.5)
-@example((10, 10, 1, 3, 2, (100.0, -10.0, 1.0, 0.0), "hard_learner", 1), True, 1, True, False, 100.0)
+@example(
+    (10, 10, 1, 3, 2, (100.0, -10.0, 1.0, 0.0), "hard_learner", 1), True, 1, True, False, 100.0
+)
 @example((9, 9, 9, 2, 5, (1.0, 0.0, 100.0, -10.0), "easy_reference", 2), False, 2, False, True, 1.0)
 def test_streaming_matches_oracle_and_materialised_float64(
     problem, normalise, block_size, array_params, keep_unused, gain

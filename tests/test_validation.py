@@ -1189,9 +1189,7 @@ def test_under_jit_non_finite_candidates_rank_after_every_finite_one(problem, ga
     expected = select_with_non_finite(scores, n_select, n_chunks, noise, gain)
     randomness = {"greedy": True} if noise is None else {"noise": jnp.asarray(noise)}
     for name, fn in (("spec", SPEC_JIT), ("adapter", ADAPTER_JIT)):
-        got = fn(
-            jnp.asarray(scores), n_select=n_select, n_chunks=n_chunks, gain=gain, **randomness
-        )
+        got = fn(jnp.asarray(scores), n_select=n_select, n_chunks=n_chunks, gain=gain, **randomness)
         assert np.asarray(got).tolist() == expected, name
 
 

@@ -201,9 +201,7 @@ def joint_select(
     sizes, gain = selection.check_joint_select(
         scores, n_select, n_chunks, seed, noise, greedy, gain
     )
-    return _select_from_scores(
-        scores, as_seed(seed), noise, sizes=sizes, greedy=greedy, gain=gain
-    )
+    return _select_from_scores(scores, as_seed(seed), noise, sizes=sizes, greedy=greedy, gain=gain)
 
 
 def check_embeddings(

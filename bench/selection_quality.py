@@ -766,6 +766,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    gain = result.get("config", {}).get("gain")
+
+    def shown(name: str) -> str:  # "sampled" rows are at config.gain: say so on the plot
+        return name.replace("(sampled)", f"(sampled, gain={gain:g})") if gain else name
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for c in result["cases"]:
         groups.setdefault(c["label"], []).append(c)
@@ -787,7 +792,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     continue
                 mean = np.array([sm[f"{head} c={k}"]["mean"] for k in xs])
                 sd = np.array([sm[f"{head} c={k}"]["sd"] for k in xs])
-                ax.plot(xs, mean, marker, color=colour, label=head)
+                ax.plot(xs, mean, marker, color=colour, label=shown(head))
                 ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
             lines = [("independent (sampled)", ("C2", "--")), ("independent (top-k)", ("C3", ":"))]
             lines += [
@@ -796,7 +801,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 if k.startswith("independent (sampled, ") and _method(k)[1] is None
             ]
             for name, style in [*lines, ("uniform", ("C7", "-."))]:
-                ax.axhline(sm[name]["mean"], color=style[0], ls=style[1], label=name)
+                ax.axhline(sm[name]["mean"], color=style[0], ls=style[1], label=shown(name))
             best = "exact optimum" if c["exact"] else "best found (lower bound)"
             ax.axhline(1.0, color="k", lw=1, label=best)
             if not c["exact"]:

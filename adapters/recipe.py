@@ -5,7 +5,8 @@ The PyTorch trainer (:mod:`jestcore.adapters.torch.trainer`), the JAX trainer
 follow one recipe; this module holds it, with NumPy and the spec only:
 
 * the selection methods, :data:`METHODS` / :data:`METHOD_SPECS`: what each scores and how it maps
-  to one selection call (a score and a number of chunks, :meth:`MethodSpec.n_chunks`);
+  to one selection call (a score and a number of chunks, :meth:`MethodSpec.n_chunks`, at the
+  run's score gain, 100 by default as in the paper's Algorithm 2);
 * the super-batch size of a sub-batch and filter ratio (:func:`super_batch_size`) and the seeded
   draw of a step's rows (:func:`draw_rows`);
 * the learning-rate schedule, linear warm-up then cosine decay to zero (:func:`learning_rate`;
@@ -84,8 +85,9 @@ class MethodSpec:
 
     Every method that selects is one call of the joint selection of the spec or of an adapter
     (:func:`jestcore.joint_select_embeddings`, :func:`jestcore.adapters.torch.select_batch`,
-    :class:`jestcore.adapters.jax.JESTSelector`) with ``score=spec.score`` and
-    ``n_chunks=spec.n_chunks(n_chunks)``.
+    :class:`jestcore.adapters.jax.JESTSelector`) with ``score=spec.score``,
+    ``n_chunks=spec.n_chunks(n_chunks)`` and the run's ``gain`` (100 by default, the paper's
+    ``softmax_score_gain`` of Algorithm 2; the same gain for joint and independent selection).
 
     Attributes:
         name: The method's name in :data:`METHODS`.

@@ -178,14 +178,15 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
         (arrays["reference.image"], arrays["reference.text"], scale, bias, -1),
     ]
 
+    # gain=1.0: Algorithm 1 as printed, as the literal (c) samples (the gain costs nothing).
     def stream(learner: Any, reference: Any, seed: Any) -> Any:
         return jestcore.joint_select_embeddings(
-            learner, reference, n_select, n_chunks=n_chunks, seed=seed
+            learner, reference, n_select, n_chunks=n_chunks, seed=seed, gain=1.0
         )
 
     def materialise(m: dict[str, Any], seed: Any) -> Any:
         return jestcore.joint_select(
-            _materialise(xp, m, scale, bias), n_select, n_chunks=n_chunks, seed=seed
+            _materialise(xp, m, scale, bias), n_select, n_chunks=n_chunks, seed=seed, gain=1.0
         )
 
     def literal(m: dict[str, Any], seed: Any) -> Any:

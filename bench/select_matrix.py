@@ -99,8 +99,9 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     scores = learnability_matrix(n, args.dim, args.seed)
     noise = jestcore.gumbel_noise(args.seed, (args.chunks, n), xp=np)
     methods = {
+        # gain=1.0: Algorithm 1 as printed, so that the literal agrees (the gain costs nothing)
         "joint": lambda: jestcore.joint_select(
-            scores, n_select, n_chunks=args.chunks, seed=args.seed
+            scores, n_select, n_chunks=args.chunks, seed=args.seed, gain=1.0
         ),
         "literal": lambda: literal_algorithm1(
             scores, n_select, args.chunks, noise, as_printed=False

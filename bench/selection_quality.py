@@ -6,6 +6,9 @@ For super-batches of contrastive embeddings this measures the joint score
 * uniform random selection (and its exact expectation),
 * independent selection on the diagonal ``S_ii``: sampled, and top-k,
 * joint selection (:func:`jestcore.joint_select`) with 1, 2, 4, ..., 32 chunks, sampled and greedy,
+* sampled at the library's default score gain (100, the paper's recipe: ``--gain``) and at
+  the gains of ``--compare-gains`` (default 1, Algorithm 1 as printed), labelled
+  ``"joint (sampled, gain=1)"``,
 * the best achievable batch: exact (exhaustive search) on small super-batches, and on larger ones
   a lower bound of the optimum found by steepest-ascent swap search from many starts (every
   method's batch, the one-at-a-time greedy batch, random batches) followed by iterated local
@@ -48,6 +51,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FILTER_RATIOS = (0.5, 0.8, 0.9)
 #: Chunk counts of joint selection; "b" means one item per chunk (n_chunks = batch size).
 N_CHUNKS = ("1", "2", "4", "8", "16", "32", "b")
+#: The score gain of the "sampled" rows (the library's default, the paper's recipe).
+GAIN = 100.0
+#: Further gains of sampled selection to compare (Algorithm 1 as printed).
+COMPARE_GAINS = (1.0,)
 #: Largest number of subsets the exhaustive search enumerates.
 MAX_SUBSETS = 5_000_000
 
@@ -456,21 +463,45 @@ def chunk_counts(n_chunks: Sequence[str | int], b: int) -> list[int]:
     return sorted(c for c in counts if 1 <= c <= b)
 
 
-def select_all(scores: np.ndarray, b: int, n_chunks: Sequence[int], seed: int) -> dict[str, Any]:
+def sampled_label(gain: float, default: float = GAIN) -> str:
+    """``"sampled"`` at the default gain, else ``"sampled, gain=G"``."""
+    return "sampled" if gain == default else f"sampled, gain={gain:g}"
+
+
+def select_all(
+    scores: np.ndarray,
+    b: int,
+    n_chunks: Sequence[int],
+    seed: int,
+    *,
+    gain: float = GAIN,
+    compare_gains: Sequence[float] = COMPARE_GAINS,
+) -> dict[str, Any]:
     """The batch of ``b`` indices chosen by each method, with the portable generator's ``seed``.
 
     Sampled methods share the seed (common random numbers): uniform ranks by the noise alone,
-    independent by diagonal + the same noise, and joint with one chunk equals independent.
+    independent by gain * diagonal + the same noise, and joint with one chunk equals
+    independent. "sampled" rows use ``gain``; each of ``compare_gains`` adds
+    ``"(sampled, gain=G)"`` rows.
     """
     n = scores.shape[0]
     diag = np.ascontiguousarray(np.diag(scores))
+    gains = [gain, *(g for g in compare_gains if g != gain)]
     chosen = {
         "uniform": jestcore.independent_select(np.zeros(n), b, seed=seed),
-        "independent (sampled)": jestcore.independent_select(diag, b, seed=seed),
+        **{
+            f"independent ({sampled_label(g, gain)})": jestcore.independent_select(
+                diag, b, seed=seed, gain=g
+            )
+            for g in gains
+        },
         "independent (top-k)": jestcore.independent_select(diag, b, greedy=True),
     }
     for c in chunk_counts(n_chunks, b):
-        chosen[f"joint (sampled) c={c}"] = jestcore.joint_select(scores, b, n_chunks=c, seed=seed)
+        for g in gains:
+            chosen[f"joint ({sampled_label(g, gain)}) c={c}"] = jestcore.joint_select(
+                scores, b, n_chunks=c, seed=seed, gain=g
+            )
         chosen[f"joint (greedy) c={c}"] = jestcore.joint_select(scores, b, n_chunks=c, greedy=True)
     return chosen
 
@@ -485,6 +516,8 @@ def run_case(
     random_starts: int,
     iters: int,
     chains: int,
+    gain: float = GAIN,
+    compare_gains: Sequence[float] = COMPARE_GAINS,
 ) -> dict[str, Any]:
     """Every method's joint score on one super-batch, and the best achievable.
 
@@ -494,7 +527,7 @@ def run_case(
         synthetic data how many pairs of each planted kind each method kept.
     """
     s = score_matrix(batch)
-    chosen = select_all(s, b, n_chunks, seed)
+    chosen = select_all(s, b, n_chunks, seed, gain=gain, compare_gains=compare_gains)
     result: dict[str, Any] = {
         "scores": {name: float(jestcore.batch_score(s, idx)) for name, idx in chosen.items()},
         "uniform_expected": uniform_expectation(s, b),
@@ -658,7 +691,7 @@ def print_table(title: str, cases: list[dict[str, Any]]) -> None:
     print(f"\n{title}")
     head = [f"f={c['filter_ratio']} (N={c['n']}, b={c['b']})" for c in cases]
     width = max(34, *(len(h) + 2 for h in head))
-    print(f"{'method':<26}" + "".join(f"{h:>{width}}" for h in head))
+    print(f"{'method':<34}" + "".join(f"{h:>{width}}" for h in head))
     names = list(dict.fromkeys(name for c in cases for name in c["summary"]["scores"]))
     for name in [*names, "best", "upper bound", "uniform (expected)"]:
         cells = []
@@ -677,7 +710,7 @@ def print_table(title: str, cases: list[dict[str, Any]]) -> None:
                 )
             else:
                 cells.append("n/a")
-        print(f"{name:<26}" + "".join(f"{x:>{width}}" for x in cells))
+        print(f"{name:<34}" + "".join(f"{x:>{width}}" for x in cells))
     for c in cases:
         sm = c["summary"]
         if "local_search_found_exact" in sm:
@@ -733,6 +766,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    gain = result.get("config", {}).get("gain")
+
+    def shown(name: str) -> str:  # "sampled" rows are at config.gain: say so on the plot
+        return name.replace("(sampled)", f"(sampled, gain={gain:g})") if gain else name
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for c in result["cases"]:
         groups.setdefault(c["label"], []).append(c)
@@ -744,18 +782,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for col, c in enumerate(cases):
             ax = axes[row][col]
             sm = c["summary"]["normalised"]
-            for mode, colour in (("sampled", "C0"), ("greedy", "C1")):
-                xs = sorted(_method(k)[1] for k in sm if k.startswith(f"joint ({mode})"))
-                mean = np.array([sm[f"joint ({mode}) c={k}"]["mean"] for k in xs])
-                sd = np.array([sm[f"joint ({mode}) c={k}"]["sd"] for k in xs])
-                ax.plot(xs, mean, "o-", color=colour, label=f"joint ({mode})")
+            heads = [h for h in dict.fromkeys(_method(k)[0] for k in sm) if h.startswith("joint")]
+            others = [h for h in heads if h not in ("joint (sampled)", "joint (greedy)")]
+            styles = [("joint (sampled)", "C0", "o-"), ("joint (greedy)", "C1", "o-")]
+            styles += [(h, f"C{4 + i}", "s--") for i, h in enumerate(others)]
+            for head, colour, marker in styles:
+                xs = sorted(_method(k)[1] for k in sm if _method(k)[0] == head)
+                if not xs:
+                    continue
+                mean = np.array([sm[f"{head} c={k}"]["mean"] for k in xs])
+                sd = np.array([sm[f"{head} c={k}"]["sd"] for k in xs])
+                ax.plot(xs, mean, marker, color=colour, label=shown(head))
                 ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
-            for name, style in (
-                ("independent (sampled)", ("C2", "--")),
-                ("independent (top-k)", ("C3", ":")),
-                ("uniform", ("C7", "-.")),
-            ):
-                ax.axhline(sm[name]["mean"], color=style[0], ls=style[1], label=name)
+            lines = [("independent (sampled)", ("C2", "--")), ("independent (top-k)", ("C3", ":"))]
+            lines += [
+                (k, ("C8", "--"))
+                for k in sm
+                if k.startswith("independent (sampled, ") and _method(k)[1] is None
+            ]
+            for name, style in [*lines, ("uniform", ("C7", "-."))]:
+                ax.axhline(sm[name]["mean"], color=style[0], ls=style[1], label=shown(name))
             best = "exact optimum" if c["exact"] else "best found (lower bound)"
             ax.axhline(1.0, color="k", lw=1, label=best)
             if not c["exact"]:
@@ -819,6 +865,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=None, help="rounds per search chain")
     p.add_argument("--chains", type=int, default=2, help="independent search chains")
     p.add_argument(
+        "--gain",
+        type=float,
+        default=GAIN,
+        help="score gain of the 'sampled' rows (default: the library's, the paper's 100)",
+    )
+    p.add_argument(
+        "--compare-gains",
+        type=float,
+        nargs="*",
+        default=list(COMPARE_GAINS),
+        help="further gains of sampled selection, as 'sampled, gain=G' rows (default: 1, "
+        "Algorithm 1 as printed)",
+    )
+    p.add_argument(
         "--embeddings",
         default=None,
         metavar="PATH.npz",
@@ -841,6 +901,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="print the tables of an earlier run's JSON as Markdown, and exit",
     )
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON and the plot")
+    p.add_argument(
+        "--name", default="selection_quality", help="file name (stem) of the JSON and the plot"
+    )
     args = p.parse_args(argv)
     defaults = {
         "batch_size": 24 if args.quick else 96,
@@ -864,6 +927,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--batch-size, --exact-batch-size, --seeds, --exact-seeds, --chains must be >= 1")
     if args.random_starts < 0 or args.iters < 0:
         p.error("--random-starts and --iters must be >= 0")
+    for g in [args.gain, *args.compare_gains]:
+        if not (math.isfinite(g) and g > 0):
+            p.error(f"--gain and --compare-gains must be finite and > 0, got {g}")
     return args
 
 
@@ -922,6 +988,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     random_starts=args.random_starts,
                     iters=args.iters,
                     chains=args.chains,
+                    gain=args.gain,
+                    compare_gains=args.compare_gains,
                 )
             )
             bar.update()
@@ -939,9 +1007,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     bar.close()
     elapsed = time.perf_counter() - t_start
-    command = "python bench/selection_quality.py" + (" --quick" if args.quick else "")
-    if args.embeddings:
-        command += " --embeddings PATH.npz"
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python bench/selection_quality.py", *given])
     result: dict[str, Any] = {
         "title": "Selection quality: the joint score of the chosen batch",
         "description": (
@@ -949,7 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mean and sd over seeds (super-batches); normalised = (score - uniform expectation) / "
             "(best - uniform expectation): 0 is chance, 1 the exact optimum (small N) or the "
             "best batch a local search found (a lower bound of the optimum). 'upper bound' is "
-            "a provable bound of the optimum. See docs/selection-quality.md."
+            "a provable bound of the optimum. 'sampled' rows draw at the score gain in "
+            "config.gain (the library's default, 100); 'sampled, gain=G' rows at gain G (1 is "
+            "Algorithm 1 as printed). See docs/selection-quality.md."
         ),
         "command": command,
         "environment": {
@@ -970,6 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "random_starts": args.random_starts,
             "iters": args.iters,
             "chains": args.chains,
+            "gain": args.gain,
+            "compare_gains": args.compare_gains,
             "embeddings": args.embeddings,
             "synthetic": {
                 "p_hard": args.p_hard,
@@ -1006,11 +1077,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     out = Path(args.out)
     _atomic_write(
-        out / "selection_quality.json",
+        out / f"{args.name}.json",
         lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()),
     )
-    plot(result, out / "selection_quality.png")
-    print(f"\nwrote {out / 'selection_quality.json'} and {out / 'selection_quality.png'}")
+    plot(result, out / f"{args.name}.png")
+    print(f"\nwrote {out / f'{args.name}.json'} and {out / f'{args.name}.png'}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from typing import Any
@@ -34,6 +35,41 @@ def check_ratio(name: str, value: Any) -> float:
     if not 0 <= ratio < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return ratio
+
+
+def check_gain(gain: Any) -> float:
+    """``gain`` as a Python float: a real number (NumPy scalars too, never a bool), finite, > 0.
+
+    The gain multiplies the logits before the Gumbel noise is added (the paper's
+    ``softmax_score_gain``); a Python float keeps the logits' dtype (a NumPy float64 scalar
+    would promote float32 logits).
+    """
+    if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
+        raise TypeError(
+            f"gain must be a real number (e.g. 100.0), got {type(gain).__name__} {gain!r}"
+        )
+    g = float(gain)
+    if not (math.isfinite(g) and g > 0):
+        raise ValueError(f"gain must be finite and > 0, got {gain}")
+    return g
+
+
+def check_gain_fits(gain: float, bound: float, xp: Any, dtype: Any, what: str) -> None:
+    """Refuses a ``gain`` under which ``gain * logit`` could overflow the logits' ``dtype``.
+
+    ``bound`` is an upper bound on ``|logit|`` over every chunk (from the inputs' magnitudes);
+    ``what`` says where it comes from. The logits themselves must fit too, so a gain below one
+    is checked as one. Otherwise an overflowing ``gain * logit`` would become infinite and
+    silently rank last.
+    """
+    big = float(xp.finfo(dtype).max)
+    if bound * max(gain, 1.0) <= big:
+        return
+    raise ValueError(
+        f"gain = {gain:g} could overflow {xp.finfo(dtype).dtype}: the logits are bounded only by "
+        f"{bound:.4g} ({what}), and gain * {bound:.4g} exceeds {big:.4g}; lower gain or rescale "
+        "the inputs"
+    )
 
 
 def check_floating(name: str, x: Any, xp: Any, *, ndim: int | None = None) -> None:

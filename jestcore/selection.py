@@ -146,13 +146,16 @@ def blocked_select(
     update: Callable[[Any, Any], Any],
     xp: Any,
     *,
+    gain: Any,
     pick: Callable[[Any, int], Any] | None = None,
     offset: Any = 0,
     logits_of: Callable[[Any], Any] | None = None,
 ) -> Any:
     """The chunk loop shared by every joint selection, run by the backend's ``chunk_loop``.
 
-    Chunk ``k`` adds noise row ``k`` to the conditional logits, ranks non-finite values (possible
+    Chunk ``k`` adds noise row ``k`` to ``gain`` times the conditional logits (the one place
+    where the gain meets the noise; greedy selection, without noise, ignores it), ranks
+    non-finite values (possible
     only where values cannot be checked, e.g. under ``jax.jit``) after every finite candidate
     and already selected items after everything, and picks the top ``sizes[k]``; then the
     logits of the next chunk follow from ``update``. On NumPy and PyTorch this is a Python loop;
@@ -167,6 +170,7 @@ def blocked_select(
         update: ``(state, chunk indices) -> state`` after adding that chunk's contributions;
             not called after the last chunk.
         xp: The namespace.
+        gain: The score gain (a checked Python float, or a 0-d array under ``jax.jit``).
         pick: ``(perturbed logits, k) -> k indices`` in descending perturbed logit, ties to the
             lower index (default: the backend's ``top_k``); e.g. a top-k across devices.
         offset: The index that ``pick`` reports for entry 0 of ``logits`` (a device's first row
@@ -190,7 +194,7 @@ def blocked_select(
     def choose(carry: tuple[Any, Any], g: Any, size: int) -> Any:
         state, selected = carry
         logits = logits_of(state)
-        perturbed = logits if g is None else logits + xp.astype(g, logits.dtype)
+        perturbed = logits if g is None else gain * logits + xp.astype(g, logits.dtype)
         perturbed = xp.where(xp.isfinite(perturbed), perturbed, last_resort)
         return pick(xp.where(selected, neg_inf, perturbed), size)
 
@@ -235,6 +239,7 @@ def joint_select(
     n_select: int,
     *,
     n_chunks: int = 16,
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -243,9 +248,12 @@ def joint_select(
 
     Chunk 0 is drawn from the diagonal ``S_ii``; chunk ``k > 0`` from the conditional logits
     ``S_mm + sum_{j selected} (S_jm + S_mj)`` of the candidates not yet selected, by Gumbel
-    top-k (sampling without replacement with probability proportional to ``exp(logit)``).
-    The conditional logits are updated incrementally from the rows and columns of each new
-    chunk, so the work after reading ``S`` is O(N * n_select).
+    top-k of ``gain * logit + noise`` (sampling without replacement with probability
+    proportional to ``exp(gain * logit)``). The default gain, 100, is the paper's training
+    recipe (its Algorithm 2 multiplies every score by 100 before sampling), which makes the
+    selection nearly greedy; ``gain=1.0`` is Algorithm 1 exactly as printed. The conditional
+    logits are updated incrementally from the rows and columns of each new chunk, so the work
+    after reading ``S`` is O(N * n_select).
 
     Args:
         scores: ``(N, N)`` real floating score matrix, e.g. ``learnability(L, R)`` of two
@@ -255,11 +263,16 @@ def joint_select(
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in (the paper uses 16), between 1 and
             ``n_select``; see :func:`chunk_sizes`.
+        gain: The score gain, a finite real number > 0: the logits are multiplied by it
+            before the noise is added (100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed). Larger is closer to greedy. Refused if ``gain * logit`` could overflow
+            the logits' dtype.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, row ``k`` for chunk ``k``,
             used as given: float64 noise makes the logits float64 (it is not rounded to the
             scores' float32).
-        greedy: Take the plain top-k of each chunk's logits (no noise).
+        greedy: Take the plain top-k of each chunk's logits (no noise): the limit of an
+            infinite gain (``gain`` is still checked, and otherwise ignored).
 
     Returns:
         A 1-D integer array of ``n_select`` distinct indices (int64 where the namespace allows,
@@ -277,17 +290,17 @@ def joint_select(
         >>> joint_select(S, 2, n_chunks=2, greedy=True).tolist()
         [0, 2]
     """
-    sizes = check_joint_select(scores, n_select, n_chunks, seed, noise, greedy)
-    return select_from_scores(scores, seed, noise, sizes=sizes, greedy=greedy)
+    sizes, gain = check_joint_select(scores, n_select, n_chunks, seed, noise, greedy, gain)
+    return select_from_scores(scores, seed, noise, sizes=sizes, greedy=greedy, gain=gain)
 
 
 def check_joint_select(
-    scores: Any, n_select: Any, n_chunks: Any, seed: Any, noise: Any, greedy: Any
-) -> tuple[int, ...]:
+    scores: Any, n_select: Any, n_chunks: Any, seed: Any, noise: Any, greedy: Any, gain: Any
+) -> tuple[tuple[int, ...], float]:
     """Every check of :func:`joint_select`'s arguments (values too, unless traced).
 
     Returns:
-        The chunk sizes.
+        ``(chunk sizes, gain as a Python float)``.
     """
     xp = namespace_of(scores, noise, name="scores, noise")
     v.check_floating("scores", scores, xp, ndim=2)
@@ -298,16 +311,36 @@ def check_joint_select(
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    gain = v.check_gain(gain)
     same_device({"scores": scores, "noise": noise, "seed": seed})
     backend = get_backend(xp)
     _check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
-    return sizes
+    # A conditional logit sums at most 2 * n_select - 1 entries of the matrix.
+    check_gain_fits(gain, greedy, scores, 2 * n_select - 1, xp, backend, noise)
+    return sizes, gain
+
+
+def check_gain_fits(
+    gain: float, greedy: bool, scores: Any, terms: int, xp: Any, backend: Any, noise: Any
+) -> None:
+    """Refuses a gain under which ``gain * logit`` could overflow the logits' dtype.
+
+    For logits that sum at most ``terms`` entries of ``scores``; skipped when greedy (nothing
+    is multiplied) or for traced scores (values cannot be read).
+    """
+    if greedy or backend.is_lazy(scores):
+        return
+    largest = float(xp.max(xp.abs(scores)))
+    bound = largest * terms
+    v.check_gain_fits(
+        gain, bound, xp, logit_dtype(xp, scores, noise), f"{terms} x max |scores| = {largest:.4g}"
+    )
 
 
 def select_from_scores(
-    scores: Any, seed: Any, noise: Any, *, sizes: tuple[int, ...], greedy: bool
+    scores: Any, seed: Any, noise: Any, *, sizes: tuple[int, ...], greedy: bool, gain: Any
 ) -> Any:
     """The work of :func:`joint_select` on checked arguments (traceable; no value checks)."""
     xp = namespace_of(scores, noise, name="scores, noise")
@@ -322,7 +355,7 @@ def select_from_scores(
         return logits + rows + cols
 
     g = noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(scores))
-    return blocked_select(xp.astype(diag, dtype), sizes, g, update, xp)
+    return blocked_select(xp.astype(diag, dtype), sizes, g, update, xp, gain=gain)
 
 
 def logit_dtype(xp: Any, *arrays: Any) -> Any:
@@ -335,24 +368,28 @@ def independent_select(
     /,
     n_select: int,
     *,
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
 ) -> Any:
     """Selects ``n_select`` examples independently by their per-example scores.
 
-    The same Gumbel top-k as :func:`joint_select`, in one chunk: sampling without replacement
-    with probability proportional to ``exp(score)``. Exact for losses that are sums of
+    The same Gumbel top-k as :func:`joint_select`, in one chunk: top-k of
+    ``gain * score + noise``, i.e. sampling without replacement with probability proportional
+    to ``exp(gain * score)`` (default gain 100, the paper's recipe; ``gain=1.0`` samples
+    proportionally to ``exp(score)``). Exact for losses that are sums of
     per-example terms; for pairwise losses it is the baseline that ignores interactions.
 
     Args:
         scores: 1-D real floating per-example scores of length N (perturbed in float32, or
             float64 for float64 scores).
         n_select: How many examples to select, between 1 and N.
+        gain: The score gain, a finite real number > 0 (see :func:`joint_select`).
         seed: Seed of the portable generator; the noise equals row 0 of ``joint_select``'s.
         noise: Explicit Gumbel noise of shape ``(N,)``, used as given (float64 noise is added
             in float64, not rounded to the scores' float32).
-        greedy: Take the plain top-k (no noise).
+        greedy: Take the plain top-k (no noise; ``gain`` is checked and ignored).
 
     Returns:
         A 1-D integer array of ``n_select`` distinct indices in descending perturbed score,
@@ -374,11 +411,13 @@ def independent_select(
     n = scores.shape[0]
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     v.check_randomness(seed, noise, greedy, (n,), xp)
+    gain = v.check_gain(gain)
     same_device({"scores": scores, "noise": noise, "seed": seed})
     backend = get_backend(xp)
     v.check_finite("scores", scores, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
+    check_gain_fits(gain, greedy, scores, 1, xp, backend, noise)
     g = noise_rows(seed, noise, greedy, 1, n, xp, device_of(scores))
     logits = xp.astype(scores, logit_dtype(xp, scores, noise), copy=False)
-    return blocked_select(logits, (n_select,), g, lambda lg, idx: lg, xp)
+    return blocked_select(logits, (n_select,), g, lambda lg, idx: lg, xp, gain=gain)

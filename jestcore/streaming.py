@@ -123,6 +123,7 @@ def joint_select_embeddings(
     n_chunks: int = 16,
     score: str = "learnability",
     loss: str = "sigmoid",
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -161,10 +162,14 @@ def joint_select_embeddings(
             loss) or ``"easy_reference"`` (- reference loss).
         loss: The contrastive loss the scores are of: ``"sigmoid"`` (SigLIP, pairwise) or
             ``"softmax"`` (CLIP / InfoNCE); static under ``jax.jit``.
+        gain: The score gain, a finite real number > 0: each chunk draws the top-k of
+            ``gain * logit + noise`` (100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed); see :func:`joint_select`.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``, used as given: float64 noise
             makes the logits float64 (it is not rounded to float32).
-        greedy: Take the plain top-k of each chunk's logits (no noise).
+        greedy: Take the plain top-k of each chunk's logits (no noise; ``gain`` is checked
+            and ignored).
         block_size: At most this many rows of a chunk are multiplied at once, bounding the
             temporaries to ``block_size x N``; by default about 2**25 elements. Each chunk is
             split into nearly equal blocks. Under ``jax.jit`` the blocks (and the chunks) are
@@ -187,8 +192,9 @@ def joint_select_embeddings(
         >>> joint_select_embeddings(emb, None, 4, n_chunks=2, score="hard_learner", seed=0).shape
         (4,)
     """
-    sizes, block_size = check_select_embeddings(
-        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, loss=loss
+    sizes, block_size, gain = check_select_embeddings(
+        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, gain,
+        loss=loss,
     )
     return select_embeddings(
         learner,
@@ -199,6 +205,7 @@ def joint_select_embeddings(
         sizes=sizes,
         greedy=greedy,
         block_size=block_size,
+        gain=gain,
         loss=loss,
     )
 
@@ -213,19 +220,21 @@ def check_select_embeddings(
     noise: Any,
     greedy: Any,
     block_size: Any,
+    gain: Any,
     *,
     loss: Any = "sigmoid",
-) -> tuple[tuple[int, ...], int]:
+) -> tuple[tuple[int, ...], int, float]:
     """Every check of :func:`joint_select_embeddings`'s arguments (values too, unless traced).
 
     Returns:
-        ``(chunk sizes, block size)``.
+        ``(chunk sizes, block size, gain as a Python float)``.
     """
     check_loss(loss)
     xp, n, _, models = _check_embeddings(learner, reference, score, noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
+    gain = v.check_gain(gain)
     same_device({f"{models[0][0]}.image": models[0][1].image, "seed": seed})
     if block_size is None:
         block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
@@ -236,7 +245,42 @@ def check_select_embeddings(
         v.check_finite(f"{name}.text", m.text, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
-    return sizes, block_size
+    if not greedy:
+        check_gain_fits_embeddings(gain, models, 2 * sum(sizes) - 1, xp, backend, noise)
+    return sizes, block_size, gain
+
+
+def check_gain_fits_embeddings(
+    gain: float,
+    models: list[tuple[str, PairEmbeddings, int]],
+    terms: int,
+    xp: Any,
+    backend: Any,
+    noise: Any,
+) -> None:
+    """Refuses a gain under which ``gain * logit`` could overflow (skipped for traced inputs).
+
+    A pair's loss is at most ``|scale| * |<image_i, text_j>| + |bias| + log 2``, and
+    ``|<image_i, text_j>| <= d * max|image| * max|text|``; a conditional logit sums at most
+    ``terms`` losses per model. The softmax loss's logits are smaller: per model, one matching
+    logit and two log-sum-exps over at most ``b`` selected items, each at most
+    ``|scale| * d * max|image| * max|text| + log b``, within the same bound.
+    """
+    pair = 0.0
+    for _, m, _ in models:
+        scalars = [a for a in (m.scale, m.bias) if not isinstance(a, int | float)]
+        if any(backend.is_lazy(a) for a in (m.image, m.text, *scalars)):
+            return
+        width = m.image.shape[1]
+        peak = float(xp.max(xp.abs(m.image))) * float(xp.max(xp.abs(m.text)))
+        pair += abs(float(m.scale)) * width * peak + abs(float(m.bias)) + 1.0
+    v.check_gain_fits(
+        gain,
+        terms * pair,
+        xp,
+        _logit_dtype(models, xp, noise),
+        f"{terms} pair losses of at most {pair:.4g} each, from the embeddings' magnitudes",
+    )
 
 
 def select_embeddings(
@@ -249,6 +293,7 @@ def select_embeddings(
     sizes: tuple[int, ...],
     greedy: bool,
     block_size: int,
+    gain: Any,
     loss: str = "sigmoid",
 ) -> Any:
     """The work of :func:`joint_select_embeddings` on checked arguments (traceable)."""
@@ -267,10 +312,11 @@ def select_embeddings(
             noise,
             softmax_update(terms, first, block_size, backend),
             xp,
+            gain=gain,
             logits_of=softmax_logits,
         )
     return blocked_select(
-        diagonal(terms), sizes, noise, embeddings_update(terms, block_size, backend), xp
+        diagonal(terms), sizes, noise, embeddings_update(terms, block_size, backend), xp, gain=gain
     )
 
 
@@ -421,12 +467,17 @@ def make_terms(
     ``loss`` picks the kind: :class:`_Terms` (sigmoid) or :class:`_SoftmaxTerms`.
     """
     kind = _SoftmaxTerms if check_loss(loss) == "softmax" else _Terms
-    dtype = xp.result_type(
+    dtype = _logit_dtype(models, xp, *others)
+    return [kind(m, sign, dtype, xp, get_backend(xp)) for _, m, sign in models]
+
+
+def _logit_dtype(models: list[tuple[str, PairEmbeddings, int]], xp: Any, *others: Any) -> Any:
+    """float32, or float64 when an embedding (or another input, e.g. noise) is float64."""
+    return xp.result_type(
         xp.float32,
         *(a.dtype for _, m, _ in models for a in m[:2]),
         *(a.dtype for a in others if a is not None),
     )
-    return [kind(m, sign, dtype, xp, get_backend(xp)) for _, m, sign in models]
 
 
 class _Terms:

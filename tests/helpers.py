@@ -19,12 +19,13 @@ Perturbed = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 RTOL = {"float64": 1e-9, "float32": 2e-5}
 
 
-def joint_perturbed(scores: Any, noise: Any, magnitude: Any = None) -> Perturbed:
+def joint_perturbed(scores: Any, noise: Any, magnitude: Any = None, *, gain: float) -> Perturbed:
     """Perturbed conditional logits of joint selection, recomputed in float64 from scratch.
 
     Args:
         scores: ``(N, N)`` score matrix.
         noise: ``(n_chunks, N)`` noise (``None`` for greedy).
+        gain: The score gain: the values are ``gain * logits + noise``.
         magnitude: ``(N, N)`` non-negative bound on each entry's absolute rounding error scale
             (default ``|scores|``); e.g. for scores computed from embeddings it includes
             ``scale * sum_k |x_ik| |y_jk| + |bias|``.
@@ -37,6 +38,7 @@ def joint_perturbed(scores: Any, noise: Any, magnitude: Any = None) -> Perturbed
         before = np.asarray(before, dtype=np.int64)
         values = np.diag(s) + s[before, :].sum(axis=0) + s[:, before].sum(axis=1)
         mags = np.diag(m) + m[before, :].sum(axis=0) + m[:, before].sum(axis=1)
+        values, mags = gain * values, gain * mags
         if g is not None:
             values = values + g[k]
             mags = mags + np.abs(g[k])
@@ -108,20 +110,21 @@ def assert_matches_oracle(
     n_chunks: int,
     noise: Any,
     *,
+    gain: float,
     rtol: float = RTOL["float64"],
     magnitude: Any = None,
 ) -> int | None:
-    """Asserts ``actual`` equals the literal Algorithm 1 on ``scores`` with ``noise``.
+    """Asserts ``actual`` equals the literal Algorithm 1 on ``scores`` with ``noise`` and ``gain``.
 
     ``noise=None`` means greedy. Returns as :func:`assert_same_selection`.
     """
-    expected = oracle.select(scores, n_select, n_chunks, noise)
+    expected = oracle.select(scores, n_select, n_chunks, noise, gain=gain)
     return assert_same_selection(
         actual,
         expected,
         sizes=oracle.split_chunks(n_select, n_chunks),
         n=np.asarray(scores).shape[0],
-        perturbed=joint_perturbed(scores, noise, magnitude),
+        perturbed=joint_perturbed(scores, noise, magnitude, gain=gain),
         rtol=rtol,
     )
 

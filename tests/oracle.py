@@ -9,7 +9,8 @@ library's incremental and streaming selections must reproduce.
 * :func:`select` is Algorithm 1: each chunk re-sums the masked score matrix
   (``logits_m = S_mm + sum_j is_sampled_j * (S_jm + S_mj)``), sets selected items to -inf, adds that
   chunk's own row of Gumbel noise and takes the top-k, ordering each chunk by descending perturbed
-  logit with ties to the lower index.
+  logit with ties to the lower index. Its ``gain`` is Algorithm 2's ``softmax_score_gain``: the
+  logits are multiplied by it before the noise is added (``gain=1`` is Algorithm 1 as printed).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def select(
     n_select: int,
     n_chunks: int,
     noise: Any = None,
+    *,
+    gain: float,
 ) -> np.ndarray:
     """Algorithm 1 with explicit noise (``noise=None``: greedy, i.e. zero noise).
 
@@ -94,6 +97,7 @@ def select(
         n_select: Number of items to select.
         n_chunks: Number of chunks.
         noise: ``(n_chunks, N)`` Gumbel noise, row ``k`` for chunk ``k`` (converted to float64).
+        gain: Algorithm 2's score gain: every chunk ranks ``gain * logits + noise``.
 
     Returns:
         The selected indices (int64), chunk by chunk.
@@ -107,6 +111,7 @@ def select(
             logits = np.array([scores[m, m] for m in range(n)])
         else:
             logits = conditional_logits(scores, is_sampled)
+        logits = float(gain) * logits  # Algorithm 2: scores times softmax_score_gain
         if noise is not None:
             logits = logits + np.asarray(noise, dtype=np.float64)[k]
         chunk = top_k_ordered(logits, size)
@@ -116,9 +121,9 @@ def select(
     return np.array(out, dtype=np.int64)
 
 
-def select_independent(scores: Any, n_select: int, noise: Any = None) -> np.ndarray:
-    """Independent Gumbel top-k of a score vector (one chunk)."""
-    scores = np.asarray(scores, dtype=np.float64)
+def select_independent(scores: Any, n_select: int, noise: Any = None, *, gain: float) -> np.ndarray:
+    """Independent Gumbel top-k of ``gain`` times a score vector (one chunk)."""
+    scores = float(gain) * np.asarray(scores, dtype=np.float64)
     if noise is not None:
         scores = scores + np.asarray(noise, dtype=np.float64)
     return np.array(top_k_ordered(scores, n_select), dtype=np.int64)

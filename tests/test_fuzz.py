@@ -113,7 +113,11 @@ def matrix_problems(draw: st.DrawFn) -> tuple:
     return np.clip(s + bias, -6e4, 6e4), n_select, n_chunks, kind, dtype  # float16 max: 65504
 
 
-def _check_matrix(problem, backend, mode, seed):
+#: Score gains the fuzz tests draw: Algorithm 1 as printed, one in between, the default.
+GAINS = (1.0, 3.5, 100.0)
+
+
+def _check_matrix(problem, backend, mode, seed, gain):
     s, n_select, n_chunks, kind, dtype = problem
     if dtype == "bfloat16" and backend == "numpy":
         dtype = "float32"  # NumPy has no bfloat16
@@ -121,18 +125,18 @@ def _check_matrix(problem, backend, mode, seed):
     exact = values_of(scores)  # what the backend really holds (rounded to its dtype)
     n = exact.shape[0]
     kwargs, noise = randomness(mode, seed, (n_chunks, n), backend)
-    got = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, **kwargs)
+    got = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, gain=gain, **kwargs)
     idx = assert_valid(got, backend, n_select, n)
-    again = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, **kwargs)
+    again = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, gain=gain, **kwargs)
     np.testing.assert_array_equal(values_of(again).astype(np.int64), idx)
     rtol = RTOL["float64" if computes_in_float64(scores) else "float32"]
     sizes = oracle.split_chunks(n_select, n_chunks)
     assert_same_selection(
         idx,
-        oracle.select(exact, n_select, n_chunks, noise),
+        oracle.select(exact, n_select, n_chunks, noise, gain=gain),
         sizes=sizes,
         n=n,
-        perturbed=joint_perturbed(exact, noise),
+        perturbed=joint_perturbed(exact, noise, gain=gain),
         rtol=rtol,
     )
     if kind == "constant" and mode == "greedy":
@@ -146,12 +150,14 @@ def _check_matrix(problem, backend, mode, seed):
     matrix_problems(),
     st.sampled_from(["greedy", "seed", "noise", "seed_array"]),
     st.integers(0, 2**32 - 1),
+    st.sampled_from(GAINS),
 )
-@example((np.full((24, 24), 1e4), 24, 6, "constant", "float16"), "greedy", 0)  # sums > 65504
-@example((np.full((7, 7), -1e-6), 3, 2, "constant", "float64"), "greedy", 0)
-@example((np.eye(24) * 1e4 - 1e4, 11, 4, "integers", "bfloat16"), "seed", 2**32 - 1)
-def test_joint_select_is_valid_deterministic_and_exact_on_every_backend(problem, mode, seed):
-    results = {b: _check_matrix(problem, b, mode, seed) for b in BACKENDS}
+@example((np.full((24, 24), 1e4), 24, 6, "constant", "float16"), "greedy", 0, 100.0)  # > 65504
+@example((np.full((7, 7), -1e-6), 3, 2, "constant", "float64"), "greedy", 0, 1.0)
+@example((np.eye(24) * 1e4 - 1e4, 11, 4, "integers", "bfloat16"), "seed", 2**32 - 1, 100.0)
+@example((np.eye(24) * 1e4 - 1e4, 11, 4, "integers", "float16"), "noise", 7, 3.5)
+def test_joint_select_is_valid_deterministic_and_exact_on_every_backend(problem, mode, seed, gain):
+    results = {b: _check_matrix(problem, b, mode, seed, gain) for b in BACKENDS}
     # tie-free, the backends agree exactly; a difference must be a genuine near-tie (above)
     s, n_select, n_chunks, _, dtype = problem
     if dtype == "float32" and mode == "greedy":
@@ -162,14 +168,21 @@ def test_joint_select_is_valid_deterministic_and_exact_on_every_backend(problem,
                 results["numpy"],
                 sizes=oracle.split_chunks(n_select, n_chunks),
                 n=s.shape[0],
-                perturbed=joint_perturbed(exact, None),
+                perturbed=joint_perturbed(exact, None, gain=gain),
                 rtol=RTOL["float32"],
             )
 
 
 @settings(max_examples=30)
-@given(matrix_problems(), st.sampled_from(["greedy", "seed", "noise"]), st.integers(0, 2**32 - 1))
-def test_independent_select_is_valid_deterministic_and_exact_on_every_backend(problem, mode, seed):
+@given(
+    matrix_problems(),
+    st.sampled_from(["greedy", "seed", "noise"]),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(GAINS),
+)
+def test_independent_select_is_valid_deterministic_and_exact_on_every_backend(
+    problem, mode, seed, gain
+):
     s, n_select, _, kind, dtype = problem
     v = np.diagonal(s).copy()
     for backend in BACKENDS:
@@ -177,17 +190,18 @@ def test_independent_select_is_valid_deterministic_and_exact_on_every_backend(pr
         scores = to_backend(v, backend, dt)
         exact = values_of(scores)
         kwargs, noise = randomness(mode, seed, (v.shape[0],), backend)
-        got = jestcore.independent_select(scores, n_select, **kwargs)
+        got = jestcore.independent_select(scores, n_select, gain=gain, **kwargs)
         idx = assert_valid(got, backend, n_select, v.shape[0])
-        np.testing.assert_array_equal(
-            values_of(jestcore.independent_select(scores, n_select, **kwargs)).astype(np.int64), idx
-        )
+        again = jestcore.independent_select(scores, n_select, gain=gain, **kwargs)
+        np.testing.assert_array_equal(values_of(again).astype(np.int64), idx)
         assert_same_selection(
             idx,
-            oracle.select_independent(exact, n_select, noise),
+            oracle.select_independent(exact, n_select, noise, gain=gain),
             sizes=[n_select],
             n=v.shape[0],
-            perturbed=joint_perturbed(np.diag(exact), None if noise is None else noise[None]),
+            perturbed=joint_perturbed(
+                np.diag(exact), None if noise is None else noise[None], gain=gain
+            ),
             rtol=RTOL["float64" if computes_in_float64(scores) else "float32"],
         )
         if kind == "constant" and mode == "greedy":
@@ -233,7 +247,10 @@ def convert_model(m: PairEmbeddings, backend: str, dtype: str) -> tuple[PairEmbe
 
 @settings(max_examples=30)
 @given(
-    embedding_problems(), st.sampled_from(["greedy", "seed", "noise"]), st.integers(0, 2**32 - 1)
+    embedding_problems(),
+    st.sampled_from(["greedy", "seed", "noise"]),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(GAINS),
 )
 @example(  # every pair identical: all candidates tie (up to rounding) at every chunk
     (
@@ -247,8 +264,9 @@ def convert_model(m: PairEmbeddings, backend: str, dtype: str) -> tuple[PairEmbe
     ),
     "greedy",
     0,
+    100.0,
 )
-def test_joint_select_embeddings_is_valid_deterministic_and_exact(problem, mode, seed):
+def test_joint_select_embeddings_is_valid_deterministic_and_exact(problem, mode, seed, gain):
     learner, reference, n_select, n_chunks, score, _, dtype = problem
     n = learner.image.shape[0]
     for backend in BACKENDS:
@@ -262,21 +280,18 @@ def test_joint_select_embeddings_is_valid_deterministic_and_exact(problem, mode,
             else (None, rb)
         )
         kwargs, noise = randomness(mode, seed, (n_chunks, n), backend)
-        got = jestcore.joint_select_embeddings(
-            *args, n_select, n_chunks=n_chunks, score=score, **kwargs
-        )
+        call = {"n_chunks": n_chunks, "score": score, "gain": gain, **kwargs}
+        got = jestcore.joint_select_embeddings(*args, n_select, **call)
         idx = assert_valid(got, backend, n_select, n)
-        again = jestcore.joint_select_embeddings(
-            *args, n_select, n_chunks=n_chunks, score=score, **kwargs
-        )
+        again = jestcore.joint_select_embeddings(*args, n_select, **call)
         np.testing.assert_array_equal(values_of(again).astype(np.int64), idx)
         dense = oracle.dense_scores(le, re, score)
         assert_same_selection(
             idx,
-            oracle.select(dense, n_select, n_chunks, noise),
+            oracle.select(dense, n_select, n_chunks, noise, gain=gain),
             sizes=oracle.split_chunks(n_select, n_chunks),
             n=n,
-            perturbed=joint_perturbed(dense, noise, embedding_magnitude(le, re, score)),
+            perturbed=joint_perturbed(dense, noise, embedding_magnitude(le, re, score), gain=gain),
             rtol=RTOL["float64" if computes_in_float64(lb.image) else "float32"],
         )
 
@@ -285,9 +300,9 @@ def test_joint_select_embeddings_is_valid_deterministic_and_exact(problem, mode,
 
 
 SELECT = jax.jit(
-    jj.joint_select_embeddings, static_argnames=("n_select", "n_chunks", "score", "greedy")
+    jj.joint_select_embeddings, static_argnames=("n_select", "n_chunks", "score", "gain", "greedy")
 )
-SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "greedy"))
+SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "gain", "greedy"))
 
 
 @settings(max_examples=15)
@@ -295,8 +310,9 @@ SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks"
     embedding_problems(sizes=(24,)),
     st.sampled_from(["greedy", "seed"]),
     st.integers(0, 2**32 - 1),
+    st.sampled_from(GAINS),
 )
-def test_the_jax_adapter_is_valid_deterministic_and_exact(problem, mode, seed):
+def test_the_jax_adapter_is_valid_deterministic_and_exact(problem, mode, seed, gain):
     # fixed shapes and options, so that the jitted selections compile a few times only
     learner, reference, _, _, score, _, dtype = problem
     n, n_select, n_chunks = 24, 9, 4
@@ -307,16 +323,17 @@ def test_the_jax_adapter_is_valid_deterministic_and_exact(problem, mode, seed):
     kwargs, noise = randomness(mode, seed, (n_chunks, n), "jax")
     if mode == "seed":
         kwargs = {"seed": jnp.uint32(seed)}
-    got = SELECT(lb, rb, n_select=n_select, n_chunks=n_chunks, score=score, **kwargs)
+    call = {"n_select": n_select, "n_chunks": n_chunks, "gain": gain, **kwargs}
+    got = SELECT(lb, rb, score=score, **call)
     idx = assert_valid(got, "jax", n_select, n)
-    again = SELECT(lb, rb, n_select=n_select, n_chunks=n_chunks, score=score, **kwargs)
+    again = SELECT(lb, rb, score=score, **call)
     np.testing.assert_array_equal(np.asarray(again), idx)
     dense = oracle.dense_scores(le, re, score)
-    perturbed = joint_perturbed(dense, noise, embedding_magnitude(le, re, score))
+    perturbed = joint_perturbed(dense, noise, embedding_magnitude(le, re, score), gain=gain)
     sizes = oracle.split_chunks(n_select, n_chunks)
     assert_same_selection(
         idx,
-        oracle.select(dense, n_select, n_chunks, noise),
+        oracle.select(dense, n_select, n_chunks, noise, gain=gain),
         sizes=sizes,
         n=n,
         perturbed=perturbed,
@@ -324,13 +341,13 @@ def test_the_jax_adapter_is_valid_deterministic_and_exact(problem, mode, seed):
     )
     # the matrix path on the same scores, rounded to float32
     scores = jnp.asarray(dense, dtype=jnp.float32)
-    got = SELECT_MATRIX(scores, n_select=n_select, n_chunks=n_chunks, **kwargs)
+    got = SELECT_MATRIX(scores, **call)
     exact = np.asarray(scores, dtype=np.float64)
     assert_same_selection(
         assert_valid(got, "jax", n_select, n),
-        oracle.select(exact, n_select, n_chunks, noise),
+        oracle.select(exact, n_select, n_chunks, noise, gain=gain),
         sizes=sizes,
         n=n,
-        perturbed=joint_perturbed(exact, noise),
+        perturbed=joint_perturbed(exact, noise, gain=gain),
         rtol=RTOL["float32"],
     )

@@ -32,7 +32,8 @@ from jestcore import PairEmbeddings, fold_in, gumbel_noise
 SCORES = ["learnability", "hard_learner", "easy_reference"]
 STATIC = ("n_select", "n_chunks", "score", "greedy", "block_size")
 SELECT = jax.jit(jj.joint_select_embeddings, static_argnames=STATIC)
-SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "greedy"))
+SELECT_MATRIX = jax.jit(jj.joint_select, static_argnames=("n_select", "n_chunks", "gain", "greedy"))
+GAINS = (1.0, 3.5, 100.0)
 
 
 def on_jax(model):
@@ -46,7 +47,10 @@ def needed(learner, reference, score):
     )
 
 
-def assert_same_embeddings_selection(got, expected, models, score, n_select, n_chunks, noise):
+def assert_same_embeddings_selection(
+    got, expected, models, score, n_select, n_chunks, noise, gain=100.0
+):
+    """Near-tie tolerant comparison; ``gain`` is the one both selections used (the default)."""
     learner, reference = models
     assert_same_selection(
         got,
@@ -57,6 +61,7 @@ def assert_same_embeddings_selection(got, expected, models, score, n_select, n_c
             oracle.dense_scores(learner, reference, score),
             noise,
             embedding_magnitude(learner, reference, score),
+            gain=gain,
         ),
         rtol=RTOL["float32"],
     )
@@ -152,8 +157,16 @@ def test_eager_jitted_and_spec_calls_select_the_same_and_unroll_is_deprecated():
 
 
 @settings(max_examples=10)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 5), st.booleans())
-def test_scan_selection_on_a_matrix_matches_the_oracle_and_numpy(seed, n_select, n_chunks, greedy):
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 12),
+    st.integers(1, 5),
+    st.booleans(),
+    st.sampled_from(GAINS),
+)
+def test_scan_selection_on_a_matrix_matches_the_oracle_and_numpy(
+    seed, n_select, n_chunks, greedy, gain
+):
     n, n_chunks = 16, min(n_chunks, n_select)
     s = np.random.default_rng(seed % 1000).standard_normal((n, n)).astype(np.float32)
     randomness = {"greedy": True} if greedy else {"seed": seed}
@@ -161,20 +174,21 @@ def test_scan_selection_on_a_matrix_matches_the_oracle_and_numpy(seed, n_select,
         jnp.asarray(s),
         n_select,
         n_chunks=n_chunks,
+        gain=gain,
         **({"greedy": True} if greedy else {"seed": jnp.uint32(seed)}),
     )
     noise = None if greedy else gumbel_noise(seed, (n_chunks, n), xp=np)
     sizes = oracle.split_chunks(n_select, n_chunks)
     for expected in (
-        oracle.select(s.astype(np.float64), n_select, n_chunks, noise),
-        jestcore.joint_select(s, n_select, n_chunks=n_chunks, **randomness),
+        oracle.select(s.astype(np.float64), n_select, n_chunks, noise, gain=gain),
+        jestcore.joint_select(s, n_select, n_chunks=n_chunks, gain=gain, **randomness),
     ):
         assert_same_selection(
             got,
             expected,
             sizes=sizes,
             n=n,
-            perturbed=joint_perturbed(s, noise),
+            perturbed=joint_perturbed(s, noise, gain=gain),
             rtol=RTOL["float32"],
         )
 
@@ -217,6 +231,7 @@ def test_x64_on_selects_in_float64_with_int64_indices():
                 oracle.dense_scores(*models, "learnability"),
                 gumbel_noise(8, (3, 30), xp=np),
                 embedding_magnitude(*models, "learnability"),
+                gain=100.0,  # both selections use the default
             ),
             rtol=RTOL["float64"],
         )

@@ -134,9 +134,12 @@ def needed(learner, reference, score):
 
 
 def assert_same_as_numpy_embeddings(
-    got, expected, learner, reference, score, n_select, n_chunks, seed
+    got, expected, learner, reference, score, n_select, n_chunks, seed, gain=100.0
 ):
-    """Near-tie tolerant comparison of two selections from the same float32 embeddings."""
+    """Near-tie tolerant comparison of two selections from the same float32 embeddings.
+
+    ``gain`` is the one both selections used (the default).
+    """
     n = learner.image.shape[0]
     noise = None if seed is None else gumbel_noise(seed, (n_chunks, n), xp=np)
     assert_same_selection(
@@ -148,6 +151,7 @@ def assert_same_as_numpy_embeddings(
             oracle.dense_scores(learner, reference, score),
             noise,
             embedding_magnitude(learner, reference, score),
+            gain=gain,
         ),
         rtol=RTOL["float32"],
     )
@@ -155,7 +159,7 @@ def assert_same_as_numpy_embeddings(
 
 STATIC = ("n_select", "n_chunks", "score", "greedy")
 SPEC_EMBEDDINGS = jax.jit(jestcore.joint_select_embeddings, static_argnames=STATIC)
-SPEC_MATRIX = jax.jit(jestcore.joint_select, static_argnames=("n_select", "n_chunks"))
+SPEC_MATRIX = jax.jit(jestcore.joint_select, static_argnames=("n_select", "n_chunks", "gain"))
 SPEC_INDEPENDENT = jax.jit(jestcore.independent_select, static_argnames=("n_select", "greedy"))
 
 
@@ -182,11 +186,15 @@ def test_spec_compiles_once_for_many_seeds_data_scales_and_biases():
 
 def test_the_near_tie_comparison_can_fail():
     learner, reference = float32_models(0, 40)
-    jitted = jax.jit(lambda a, b, s: jestcore.joint_select_embeddings(a, b, 10, n_chunks=4, seed=s))
+    # At gain 1 two seeds draw different selections (at the default 100 these nearly agree).
+    call = {"n_chunks": 4, "gain": 1.0}
+    jitted = jax.jit(lambda a, b, s: jestcore.joint_select_embeddings(a, b, 10, seed=s, **call))
     got = jitted(on_jax(learner), on_jax(reference), jnp.uint32(1))
-    other = jestcore.joint_select_embeddings(learner, reference, 10, n_chunks=4, seed=2)
+    other = jestcore.joint_select_embeddings(learner, reference, 10, seed=2, **call)
     with pytest.raises(AssertionError, match="exceeds the near-tie tolerance"):
-        assert_same_as_numpy_embeddings(got, other, learner, reference, "learnability", 10, 4, 2)
+        assert_same_as_numpy_embeddings(
+            got, other, learner, reference, "learnability", 10, 4, 2, gain=1.0
+        )
 
 
 @st.composite
@@ -222,27 +230,33 @@ def test_spec_under_jit_selects_what_numpy_selects(problem):
 
 
 @settings(max_examples=10)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 4))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.sampled_from([1.0, 3.5, 100.0]),
+)
 def test_spec_joint_select_on_a_matrix_under_jit_matches_numpy_and_the_oracle(
-    seed, n_select, n_chunks
+    seed, n_select, n_chunks, gain
 ):
     n = 16
     n_chunks = min(n_chunks, n_select)
     s = np.random.default_rng(seed % 1000).standard_normal((n, n)).astype(np.float32)
-    got = SPEC_MATRIX(jnp.asarray(s), n_select, n_chunks=n_chunks, seed=jnp.uint32(seed))
+    call = {"n_chunks": n_chunks, "gain": gain}
+    got = SPEC_MATRIX(jnp.asarray(s), n_select, seed=jnp.uint32(seed), **call)
     noise = gumbel_noise(seed, (n_chunks, n), xp=np)
-    expected = oracle.select(s.astype(np.float64), n_select, n_chunks, noise.astype(np.float64))
+    expected = oracle.select(
+        s.astype(np.float64), n_select, n_chunks, noise.astype(np.float64), gain=gain
+    )
     assert_same_selection(
         got,
         expected,
         sizes=oracle.split_chunks(n_select, n_chunks),
         n=n,
-        perturbed=joint_perturbed(s, noise),
+        perturbed=joint_perturbed(s, noise, gain=gain),
         rtol=RTOL["float32"],
     )
-    np.testing.assert_array_equal(
-        got, jestcore.joint_select(s, n_select, n_chunks=n_chunks, seed=seed)
-    )
+    np.testing.assert_array_equal(got, jestcore.joint_select(s, n_select, seed=seed, **call))
 
 
 def test_spec_under_jit_with_x64_matches_numpy_float64():
@@ -266,6 +280,7 @@ def test_spec_under_jit_with_x64_matches_numpy_float64():
                 oracle.dense_scores(learner, reference, "learnability"),
                 gumbel_noise(5, (3, 30), xp=np),
                 embedding_magnitude(learner, reference, "learnability"),
+                gain=100.0,  # both selections use the default
             ),
             rtol=RTOL["float64"],
         )

@@ -49,7 +49,8 @@ def sharded(model: PairEmbeddings | None, mesh):
     )
 
 
-def assert_near(got, expected, learner, reference, score, n_select, n_chunks, seed):
+def assert_near(got, expected, learner, reference, score, n_select, n_chunks, seed, gain=100.0):
+    """Near-tie tolerant comparison; ``gain`` is the one both selections used (the default)."""
     n = learner.image.shape[0]
     noise = None if seed is None else gumbel_noise(seed, (n_chunks, n), xp=np)
     assert_same_selection(
@@ -61,12 +62,13 @@ def assert_near(got, expected, learner, reference, score, n_select, n_chunks, se
             oracle.dense_scores(learner, reference, score),
             noise,
             embedding_magnitude(learner, reference, score),
+            gain=gain,
         ),
         rtol=RTOL["float32"],
     )
 
 
-STATIC = ("n_select", "mesh", "axis", "scope", "n_chunks", "score", "greedy")
+STATIC = ("n_select", "mesh", "axis", "scope", "n_chunks", "score", "gain", "greedy")
 SELECT = jax.jit(jj.select_sharded, static_argnames=STATIC)
 
 
@@ -159,6 +161,7 @@ def check_global_with_x64_selects_in_float64():
                 oracle.dense_scores(learner, reference, "learnability"),
                 gumbel_noise(21, (3, 48), xp=np),
                 embedding_magnitude(learner, reference, "learnability"),
+                gain=100.0,  # both selections use the default
             ),
             rtol=RTOL["float64"],
         )
@@ -212,6 +215,46 @@ def check_local_selects_per_shard_with_folded_seeds():
         local = parts[device.id] - 12 * i
         assert_near(local, expected, *shard, "learnability", 4, 3, seed)
     np.testing.assert_array_equal(np.concatenate([parts[d.id] for d in mesh.devices.flat]), got)
+
+
+def check_gain_reaches_both_scopes_and_the_selector():
+    mesh = mesh_1d()
+    learner, reference = models(12, 64)  # 8 per device
+    args = [sharded(m, mesh) for m in (learner, reference)]
+    for gain in (1.0, 3.5):
+        got = SELECT(*args, 16, mesh=mesh, scope="global", n_chunks=4, seed=3, gain=gain)
+        expected = jestcore.joint_select_embeddings(
+            learner, reference, 16, n_chunks=4, seed=3, gain=gain
+        )
+        assert_near(got, expected, learner, reference, "learnability", 16, 4, 3, gain=gain)
+        got = SELECT(*args, 16, mesh=mesh, scope="local", n_chunks=2, seed=3, gain=gain)
+        for i in range(DEVICES):
+            rows = slice(8 * i, 8 * (i + 1))
+            shard = [
+                PairEmbeddings(m.image[rows], m.text[rows], m.scale, m.bias) for m in models(12, 64)
+            ]
+            seed = fold_in(3, i)
+            expected = jestcore.joint_select_embeddings(*shard, 2, n_chunks=2, seed=seed, gain=gain)
+            local = np.asarray(got)[2 * i : 2 * (i + 1)] - 8 * i
+            assert_near(local, expected, *shard, "learnability", 2, 2, seed, gain=gain)
+        selector = jj.JESTSelector(batch_size=16, n_chunks=4, mesh=mesh, gain=gain)
+        idx, _ = jax.jit(selector.select)(selector.init(3), *args)
+        seed = fold_in(3, 0)
+        expected = jestcore.joint_select_embeddings(
+            learner, reference, 16, n_chunks=4, seed=seed, gain=gain
+        )
+        assert_near(idx, expected, learner, reference, "learnability", 16, 4, seed, gain=gain)
+    # the gain changes the draw, and is checked before any work
+    at_1 = SELECT(*args, 16, mesh=mesh, scope="global", n_chunks=4, seed=3, gain=1.0)
+    at_100 = SELECT(*args, 16, mesh=mesh, scope="global", n_chunks=4, seed=3)
+    assert not np.array_equal(np.asarray(at_1), np.asarray(at_100))
+    for bad, error in ((0.0, ValueError), (True, TypeError)):
+        try:
+            jj.select_sharded(*args, 16, mesh=mesh, n_chunks=4, seed=3, gain=bad)
+        except error as e:
+            assert "gain" in str(e)
+        else:
+            raise AssertionError(f"gain={bad!r} was accepted")
 
 
 def check_gather_is_bit_exact_and_sharded():

@@ -24,52 +24,75 @@ def problems(draw: st.DrawFn, max_n: int = 24) -> tuple[int, int, int, int]:
     return n, n_select, n_chunks, seed
 
 
+#: Score gains the exact tests run at: Algorithm 1 as printed, one in between, the default.
+GAINS = (1.0, 3.5, 100.0)
+
+
 def score_matrix(n: int, seed: int, spread: float = 1.0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, n)) * spread
 
 
-@given(problems(), st.sampled_from([0.1, 1.0, 30.0]))
-@example((10, 7, 3, 0), 1.0)  # n_select not divisible by n_chunks
-@example((9, 9, 1, 1), 1.0)  # n_chunks = 1 and n_select = N
-@example((12, 12, 12, 2), 1.0)  # n_select = N, chunks of one
-@example((1, 1, 1, 3), 1.0)
-def test_joint_select_matches_oracle_with_explicit_noise(problem, spread):
+@given(problems(), st.sampled_from([0.1, 1.0, 30.0]), st.sampled_from(GAINS))
+@example((10, 7, 3, 0), 1.0, 1.0)  # n_select not divisible by n_chunks
+@example((10, 7, 3, 0), 1.0, 3.5)
+@example((9, 9, 1, 1), 1.0, 100.0)  # n_chunks = 1 and n_select = N
+@example((12, 12, 12, 2), 1.0, 1.0)  # n_select = N, chunks of one
+@example((1, 1, 1, 3), 1.0, 100.0)
+def test_joint_select_matches_oracle_with_explicit_noise(problem, spread, gain):
     n, n_select, n_chunks, seed = problem
     s = score_matrix(n, seed, spread)
     noise = np.random.default_rng(seed + 1).gumbel(size=(n_chunks, n))
-    got = joint_select(s, n_select, n_chunks=n_chunks, noise=noise)
+    got = joint_select(s, n_select, n_chunks=n_chunks, noise=noise, gain=gain)
     assert isinstance(got, np.ndarray)
     assert got.dtype == np.int64
-    assert_matches_oracle(got, s, n_select, n_chunks, noise)
+    assert_matches_oracle(got, s, n_select, n_chunks, noise, gain=gain)
 
 
-@given(problems())
-@example((10, 7, 3, 0))
-@example((8, 8, 1, 5))
-def test_joint_select_seed_equals_its_gumbel_noise_and_the_oracle(problem):
+@given(problems(), st.sampled_from(GAINS))
+@example((10, 7, 3, 0), 1.0)
+@example((10, 7, 3, 0), 3.5)
+@example((8, 8, 1, 5), 100.0)
+def test_joint_select_seed_equals_its_gumbel_noise_and_the_oracle(problem, gain):
     n, n_select, n_chunks, seed = problem
     s = score_matrix(n, seed)
     noise = gumbel_noise(seed, (n_chunks, n), xp=np)
-    by_seed = joint_select(s, n_select, n_chunks=n_chunks, seed=seed)
-    by_noise = joint_select(s, n_select, n_chunks=n_chunks, noise=noise)
+    by_seed = joint_select(s, n_select, n_chunks=n_chunks, seed=seed, gain=gain)
+    by_noise = joint_select(s, n_select, n_chunks=n_chunks, noise=noise, gain=gain)
     np.testing.assert_array_equal(by_seed, by_noise)
-    assert_matches_oracle(by_seed, s, n_select, n_chunks, noise)
+    assert_matches_oracle(by_seed, s, n_select, n_chunks, noise, gain=gain)
 
 
-@given(problems())
-@example((10, 7, 3, 0))
-def test_joint_select_greedy_matches_oracle_without_noise(problem):
+def test_default_gain_is_100_and_gain_1_is_algorithm_1_as_printed():
+    s = score_matrix(30, 4)
+    noise = gumbel_noise(4, (4, 30), xp=np)
+    default = joint_select(s, 12, n_chunks=4, seed=4)
+    np.testing.assert_array_equal(default, joint_select(s, 12, n_chunks=4, seed=4, gain=100.0))
+    np.testing.assert_array_equal(default, oracle.select(s, 12, 4, noise, gain=100.0))
+    printed = joint_select(s, 12, n_chunks=4, seed=4, gain=1.0)
+    np.testing.assert_array_equal(printed, oracle.select(s, 12, 4, noise, gain=1.0))
+    assert not np.array_equal(printed, default)  # the gain changes what is drawn
+    # NumPy scalars are accepted as gains and do not change the logits' dtype.
+    np.testing.assert_array_equal(
+        joint_select(s.astype(np.float32), 12, n_chunks=4, seed=4, gain=np.float64(100)),
+        joint_select(s.astype(np.float32), 12, n_chunks=4, seed=4),
+    )
+
+
+@given(problems(), st.sampled_from(GAINS))
+@example((10, 7, 3, 0), 1.0)
+def test_joint_select_greedy_matches_oracle_without_noise(problem, gain):
     n, n_select, n_chunks, seed = problem
     s = score_matrix(n, seed)
-    got = joint_select(s, n_select, n_chunks=n_chunks, greedy=True)
-    assert_matches_oracle(got, s, n_select, n_chunks, None)
+    got = joint_select(s, n_select, n_chunks=n_chunks, greedy=True, gain=gain)
+    np.testing.assert_array_equal(got, joint_select(s, n_select, n_chunks=n_chunks, greedy=True))
+    assert_matches_oracle(got, s, n_select, n_chunks, None, gain=gain)
 
 
 def test_joint_select_greedy_ties_go_to_the_lower_index():
     s = np.zeros((6, 6))
     np.fill_diagonal(s, [1.0, 2.0, 2.0, 1.0, 2.0, 0.0])
     np.testing.assert_array_equal(joint_select(s, 4, n_chunks=2, greedy=True), [1, 2, 4, 0])
-    np.testing.assert_array_equal(oracle.select(s, 4, 2), [1, 2, 4, 0])
+    np.testing.assert_array_equal(oracle.select(s, 4, 2, gain=1.0), [1, 2, 4, 0])
 
 
 def test_joint_select_uses_interactions_not_just_the_diagonal():
@@ -83,48 +106,52 @@ def test_joint_select_uses_interactions_not_just_the_diagonal():
     np.testing.assert_array_equal(independent_select(np.diag(s).copy(), 2, greedy=True), [0, 1])
 
 
-@given(st.integers(1, 30), st.integers(0, 2**32 - 1), st.data())
-def test_independent_select_matches_oracle(n, seed, data):
+@given(st.integers(1, 30), st.integers(0, 2**32 - 1), st.sampled_from(GAINS), st.data())
+def test_independent_select_matches_oracle(n, seed, gain, data):
     n_select = data.draw(st.integers(1, n))
     scores = np.random.default_rng(seed).standard_normal(n)
     noise = gumbel_noise(seed, (n,), xp=np)
-    by_seed = independent_select(scores, n_select, seed=seed)
-    np.testing.assert_array_equal(by_seed, independent_select(scores, n_select, noise=noise))
+    by_seed = independent_select(scores, n_select, seed=seed, gain=gain)
+    np.testing.assert_array_equal(
+        by_seed, independent_select(scores, n_select, noise=noise, gain=gain)
+    )
     # independent_select's noise is row 0 of joint_select's
     np.testing.assert_array_equal(noise, gumbel_noise(seed, (1, n), xp=np)[0])
-    expected = oracle.select_independent(scores, n_select, noise)
+    expected = oracle.select_independent(scores, n_select, noise, gain=gain)
     assert_same_selection(
         by_seed,
         expected,
         sizes=[n_select],
         n=n,
-        perturbed=joint_perturbed(np.diag(scores), noise[None, :]),
+        perturbed=joint_perturbed(np.diag(scores), noise[None, :], gain=gain),
         rtol=RTOL["float64"],
     )
-    greedy = independent_select(scores, n_select, greedy=True)
-    np.testing.assert_array_equal(greedy, oracle.select_independent(scores, n_select))
+    greedy = independent_select(scores, n_select, greedy=True, gain=gain)
+    np.testing.assert_array_equal(greedy, oracle.select_independent(scores, n_select, gain=1.0))
 
 
 def test_independent_select_is_joint_select_on_a_diagonal_matrix_in_one_chunk():
     rng = np.random.default_rng(4)
     scores = rng.standard_normal(50)
     for seed in range(5):
-        np.testing.assert_array_equal(
-            independent_select(scores, 20, seed=seed),
-            joint_select(np.diag(scores), 20, n_chunks=1, seed=seed),
-        )
+        for gain in GAINS:
+            np.testing.assert_array_equal(
+                independent_select(scores, 20, seed=seed, gain=gain),
+                joint_select(np.diag(scores), 20, n_chunks=1, seed=seed, gain=gain),
+            )
 
 
-def test_first_draw_frequencies_match_softmax_of_the_diagonal():
-    # P(first index = i) = softmax(S_ii) for Gumbel top-k; chi-square over 6000 seeded trials.
+@pytest.mark.parametrize("gain", [1.0, 3.5])
+def test_first_draw_frequencies_match_softmax_of_the_diagonal(gain):
+    # P(first index = i) = softmax(gain * S_ii) for Gumbel top-k; chi-square over 6000 trials.
     n, trials = 6, 6000
     s = score_matrix(n, 11) * 0.3
-    np.fill_diagonal(s, [1.5, 0.5, 0.0, -0.5, 1.0, -1.5])
+    np.fill_diagonal(s, np.array([1.5, 0.5, 0.0, -0.5, 1.0, -1.5]) / gain)
     counts = np.zeros(n)
     for t in range(trials):
-        idx = joint_select(s, 3, n_chunks=2, seed=fold_in(2024, t))
+        idx = joint_select(s, 3, n_chunks=2, seed=fold_in(2024, t), gain=gain)
         counts[int(idx[0])] += 1
-    p = np.exp(np.diag(s)) / np.exp(np.diag(s)).sum()
+    p = np.exp(gain * np.diag(s)) / np.exp(gain * np.diag(s)).sum()
     _, pvalue = stats.chisquare(counts, trials * p)
     # Fixed seeds make this deterministic; a correct sampler passes at this level 999 in 1000.
     assert pvalue > 1e-3, (counts / trials, p)
@@ -148,11 +175,16 @@ def test_inclusion_frequencies_match_the_oracle():
     s[0, 1] = s[1, 0] = 2.0  # strong interactions, so joint differs from independent
     s[2, 3] = s[3, 2] = -2.0
     rng = np.random.default_rng(123)
+    # Algorithm 1 as printed (gain 1): at the default gain 100 these logits are all but greedy.
     ours = _inclusion_frequencies(
-        lambda t: joint_select(s, n_select, n_chunks=n_chunks, seed=fold_in(77, t)), n, trials
+        lambda t: joint_select(s, n_select, n_chunks=n_chunks, seed=fold_in(77, t), gain=1.0),
+        n,
+        trials,
     )
     ref = _inclusion_frequencies(
-        lambda t: oracle.select(s, n_select, n_chunks, rng.gumbel(size=(n_chunks, n))), n, trials
+        lambda t: oracle.select(s, n_select, n_chunks, rng.gumbel(size=(n_chunks, n)), gain=1.0),
+        n,
+        trials,
     )
     # Two independent binomial estimates per item: 4.5 standard errors of their difference
     # (Bonferroni over 8 items keeps a false alarm below 1e-4).
@@ -163,7 +195,9 @@ def test_inclusion_frequencies_match_the_oracle():
     print("max |z| joint vs oracle:", np.max(np.abs(ours - ref) / se))
     # Power: ignoring the interactions (independent selection on the diagonal) is rejected.
     indep = _inclusion_frequencies(
-        lambda t: independent_select(np.diag(s).copy(), n_select, seed=fold_in(77, t)), n, trials
+        lambda t: independent_select(np.diag(s).copy(), n_select, seed=fold_in(77, t), gain=1.0),
+        n,
+        trials,
     )
     print("max |z| independent vs oracle:", np.max(np.abs(indep - ref) / se))
     assert np.any(np.abs(indep - ref) > 4.5 * se)
@@ -195,8 +229,9 @@ def test_large_logits_match_oracle_in_float64():
     n, n_select, n_chunks = 300, 240, 16
     s = rng.standard_normal((n, n)) * 1e3
     noise = gumbel_noise(9, (n_chunks, n), xp=np)
-    got = joint_select(s, n_select, n_chunks=n_chunks, seed=9)
-    assert_matches_oracle(got, s, n_select, n_chunks, noise)
+    for gain in GAINS:
+        got = joint_select(s, n_select, n_chunks=n_chunks, seed=9, gain=gain)
+        assert_matches_oracle(got, s, n_select, n_chunks, noise, gain=gain)
 
 
 def test_joint_select_does_not_modify_its_inputs():
@@ -222,59 +257,70 @@ def test_helper_fails_on_a_real_difference():
     # The near-tie tolerance must not hide a wrong selection.
     s = score_matrix(10, 3)
     noise = gumbel_noise(3, (2, 10), xp=np)
-    right = oracle.select(s, 6, 2, noise)
+    right = oracle.select(s, 6, 2, noise, gain=1.0)
     wrong = right.copy()
     wrong[4], wrong[5] = right[5], right[4]  # swap inside chunk 1: a real ordering error
     with pytest.raises(AssertionError, match="exceeds the near-tie tolerance"):
-        assert_matches_oracle(wrong, s, 6, 2, noise)
+        assert_matches_oracle(wrong, s, 6, 2, noise, gain=1.0)
     outsider = next(i for i in range(10) if i not in right)
     wrong = right.copy()
     wrong[0] = outsider  # a different item in chunk 0
     with pytest.raises(AssertionError, match="exceeds the near-tie tolerance"):
-        assert_matches_oracle(wrong, s, 6, 2, noise)
+        assert_matches_oracle(wrong, s, 6, 2, noise, gain=1.0)
     with pytest.raises(AssertionError, match="repeats an index"):
-        assert_matches_oracle(np.r_[right[:5], right[0]], s, 6, 2, noise)
+        assert_matches_oracle(np.r_[right[:5], right[0]], s, 6, 2, noise, gain=1.0)
+    # A selection at another gain is a real difference too.
+    other = oracle.select(s, 6, 2, noise, gain=100.0)
+    assert not np.array_equal(other, right)
+    with pytest.raises(AssertionError, match="exceeds the near-tie tolerance"):
+        assert_matches_oracle(other, s, 6, 2, noise, gain=1.0)
 
 
 def test_helper_tolerates_only_a_genuine_near_tie():
     # Two items whose perturbed logits differ by one ulp may come in either order.
     s = np.zeros((4, 4))
     np.fill_diagonal(s, [1.0, np.nextafter(1.0, 2.0), 0.0, -1.0])
-    expected = oracle.select(s, 2, 1)
+    expected = oracle.select(s, 2, 1, gain=1.0)
     assert expected.tolist() == [1, 0]
-    pos = assert_matches_oracle(np.array([0, 1]), s, 2, 1, None)
+    pos = assert_matches_oracle(np.array([0, 1]), s, 2, 1, None, gain=1.0)
     assert pos == 0
 
 
-def test_joint_and_independent_select_on_every_backend(backend):
+@pytest.mark.parametrize("gain", GAINS)
+def test_joint_and_independent_select_on_every_backend(backend, gain):
     # float32 inputs (JAX runs with x64 off); the backend's result must be an array of that
-    # backend and equal NumPy's for the same seed, up to float32 near-ties.
+    # backend and equal NumPy's (and the oracle's) for the same seed and gain, up to float32
+    # near-ties.
     for n, n_select, n_chunks, seed in [(40, 30, 4, 0), (33, 10, 3, 2**32 - 1), (16, 16, 16, 7)]:
         s = score_matrix(n, seed % 2**31, 3.0).astype(np.float32)
         sizes = oracle.split_chunks(n_select, n_chunks)
         noise = gumbel_noise(seed, (n_chunks, n), xp=np)
-        perturbed = joint_perturbed(s, noise)
-        expected = joint_select(s, n_select, n_chunks=n_chunks, seed=seed)
+        perturbed = joint_perturbed(s, noise, gain=gain)
+        expected = joint_select(s, n_select, n_chunks=n_chunks, seed=seed, gain=gain)
         for kwargs in ({"seed": seed}, {"noise": backend.asarray(noise)}):
-            got = joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, **kwargs)
+            got = joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, gain=gain, **kwargs)
             got = backend.to_numpy(got)
             assert np.issubdtype(got.dtype, np.integer)
             assert_same_selection(
                 got, expected, sizes=sizes, n=n, perturbed=perturbed, rtol=RTOL["float32"]
             )
-            assert_matches_oracle(got, s, n_select, n_chunks, noise, rtol=RTOL["float32"])
+            assert_matches_oracle(
+                got, s, n_select, n_chunks, noise, gain=gain, rtol=RTOL["float32"]
+            )
         greedy = backend.to_numpy(
-            joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, greedy=True)
+            joint_select(backend.asarray(s), n_select, n_chunks=n_chunks, greedy=True, gain=gain)
         )
-        assert_matches_oracle(greedy, s, n_select, n_chunks, None, rtol=RTOL["float32"])
+        assert_matches_oracle(greedy, s, n_select, n_chunks, None, gain=gain, rtol=RTOL["float32"])
         v = np.diag(s).copy()
-        got = backend.to_numpy(independent_select(backend.asarray(v), n_select, seed=seed))
+        got = backend.to_numpy(
+            independent_select(backend.asarray(v), n_select, seed=seed, gain=gain)
+        )
         assert_same_selection(
             got,
-            independent_select(v, n_select, seed=seed),
+            oracle.select_independent(v, n_select, noise[0], gain=gain),
             sizes=[n_select],
             n=n,
-            perturbed=joint_perturbed(np.diag(v), noise[:1]),
+            perturbed=joint_perturbed(np.diag(v), noise[:1], gain=gain),
             rtol=RTOL["float32"],
         )
 

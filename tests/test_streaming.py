@@ -29,6 +29,9 @@ from jestcore import (
 
 SCORES = ["learnability", "hard_learner", "easy_reference"]
 
+#: Score gains the exact tests run at: Algorithm 1 as printed, one in between, the default.
+GAINS = (1.0, 3.5, 100.0)
+
 
 def make_models(
     seed: int, n: int, d_learner: int, d_reference: int, params: tuple, normalise: bool = True
@@ -85,12 +88,18 @@ def streaming_problems(draw: st.DrawFn, max_n: int = 20):
     st.sampled_from([None, 1, 2, 5]),
     st.booleans(),
     st.booleans(),
+    st.sampled_from(GAINS),
 )
-@example((12, 7, 3, 4, 6, (100.0, -10.0, 10.0, -10.0), "learnability", 3), True, None, False, True)
-@example((10, 10, 1, 3, 2, (100.0, -10.0, 1.0, 0.0), "hard_learner", 1), True, 1, True, False)
-@example((9, 9, 9, 2, 5, (1.0, 0.0, 100.0, -10.0), "easy_reference", 2), False, 2, False, True)
+@example(
+    (12, 7, 3, 4, 6, (100.0, -10.0, 10.0, -10.0), "learnability", 3), True, None, False, True, 1.0
+)
+@example((12, 7, 3, 4, 6, (1.0, 0.0, 10.0, -10.0), "learnability", 3), True, None, False, True, 3.5)
+@example(
+    (10, 10, 1, 3, 2, (100.0, -10.0, 1.0, 0.0), "hard_learner", 1), True, 1, True, False, 100.0
+)
+@example((9, 9, 9, 2, 5, (1.0, 0.0, 100.0, -10.0), "easy_reference", 2), False, 2, False, True, 1.0)
 def test_streaming_matches_oracle_and_materialised_float64(
-    problem, normalise, block_size, array_params, keep_unused
+    problem, normalise, block_size, array_params, keep_unused, gain
 ):
     n, n_select, n_chunks, d_l, d_r, params, score, seed = problem
     learner, reference = make_models(seed % 2**31, n, d_l, d_r, params, normalise)
@@ -99,41 +108,44 @@ def test_streaming_matches_oracle_and_materialised_float64(
         reference = reference._replace(scale=np.asarray(reference.scale))
     args = needed(learner, reference, score, keep_unused)
     got = joint_select_embeddings(
-        *args, n_select, n_chunks=n_chunks, score=score, seed=seed, block_size=block_size
-    )
+        *args, n_select, n_chunks=n_chunks, score=score, seed=seed, block_size=block_size,
+        gain=gain,
+    )  # fmt: skip
     assert isinstance(got, np.ndarray) and got.dtype == np.int64
     noise = gumbel_noise(seed, (n_chunks, n), xp=np)
     s = oracle.dense_scores(learner, reference, score)
     magnitude = embedding_magnitude(learner, reference, score)
-    assert_matches_oracle(got, s, n_select, n_chunks, noise, magnitude=magnitude)
+    assert_matches_oracle(got, s, n_select, n_chunks, noise, gain=gain, magnitude=magnitude)
     via_matrix = joint_select(
         materialised_scores(*needed(learner, reference, score), score),
         n_select,
         n_chunks=n_chunks,
         seed=seed,
+        gain=gain,
     )
     assert_same_selection(
         got,
         via_matrix,
         sizes=oracle.split_chunks(n_select, n_chunks),
         n=n,
-        perturbed=joint_perturbed(s, noise, magnitude),
+        perturbed=joint_perturbed(s, noise, magnitude, gain=gain),
         rtol=RTOL["float64"],
     )
 
 
-@given(streaming_problems(max_n=16))
-def test_streaming_greedy_and_explicit_noise(problem):
+@given(streaming_problems(max_n=16), st.sampled_from(GAINS))
+def test_streaming_greedy_and_explicit_noise(problem, gain):
     n, n_select, n_chunks, d_l, d_r, params, score, seed = problem
     learner, reference = make_models(seed % 2**31, n, d_l, d_r, params)
     args = needed(learner, reference, score)
     s = oracle.dense_scores(learner, reference, score)
     magnitude = embedding_magnitude(learner, reference, score)
-    greedy = joint_select_embeddings(*args, n_select, n_chunks=n_chunks, score=score, greedy=True)
-    assert_matches_oracle(greedy, s, n_select, n_chunks, None, magnitude=magnitude)
+    call = {"n_chunks": n_chunks, "score": score, "gain": gain}
+    greedy = joint_select_embeddings(*args, n_select, greedy=True, **call)
+    assert_matches_oracle(greedy, s, n_select, n_chunks, None, gain=gain, magnitude=magnitude)
     noise = np.random.default_rng(seed).gumbel(size=(n_chunks, n))
-    explicit = joint_select_embeddings(*args, n_select, n_chunks=n_chunks, score=score, noise=noise)
-    assert_matches_oracle(explicit, s, n_select, n_chunks, noise, magnitude=magnitude)
+    explicit = joint_select_embeddings(*args, n_select, noise=noise, **call)
+    assert_matches_oracle(explicit, s, n_select, n_chunks, noise, gain=gain, magnitude=magnitude)
 
 
 def test_block_sizes_give_the_same_selection():
@@ -142,7 +154,7 @@ def test_block_sizes_give_the_same_selection():
     noise = gumbel_noise(4, (4, 60), xp=np)
     magnitude = embedding_magnitude(learner, reference, "learnability")
     ref = joint_select_embeddings(learner, reference, 40, n_chunks=4, seed=4)
-    assert_matches_oracle(ref, s, 40, 4, noise, magnitude=magnitude)
+    assert_matches_oracle(ref, s, 40, 4, noise, gain=100.0, magnitude=magnitude)
     for block_size in (1, 3, 7, 10, 11, 10**6):
         got = joint_select_embeddings(
             learner, reference, 40, n_chunks=4, seed=4, block_size=block_size
@@ -152,7 +164,7 @@ def test_block_sizes_give_the_same_selection():
             ref,
             sizes=oracle.split_chunks(40, 4),
             n=60,
-            perturbed=joint_perturbed(s, noise, magnitude),
+            perturbed=joint_perturbed(s, noise, magnitude, gain=100.0),
             rtol=RTOL["float64"],
         )
 
@@ -164,9 +176,12 @@ def test_paper_like_temperature_and_size():
     learner, reference = make_models(1, n, 32, 16, (100.0, -10.0, 100.0, -10.0))
     s = oracle.dense_scores(learner, reference, "learnability")
     magnitude = embedding_magnitude(learner, reference, "learnability")
-    got = joint_select_embeddings(learner, reference, n_select, n_chunks=n_chunks, seed=8)
     noise = gumbel_noise(8, (n_chunks, n), xp=np)
-    assert_matches_oracle(got, s, n_select, n_chunks, noise, magnitude=magnitude)
+    for gain in GAINS:
+        got = joint_select_embeddings(
+            learner, reference, n_select, n_chunks=n_chunks, seed=8, gain=gain
+        )
+        assert_matches_oracle(got, s, n_select, n_chunks, noise, gain=gain, magnitude=magnitude)
 
 
 def to_backend(backend, model: PairEmbeddings | None, dtype=np.float32) -> PairEmbeddings | None:
@@ -182,15 +197,17 @@ def test_streaming_on_every_backend(backend):
     # with the float64 oracle, both up to float32 near-ties. Eager JAX compiles every new shape
     # (~1 s each), hence fewer examples there.
     @settings(max_examples=3 if backend.name == "jax" else 15)
-    @given(streaming_problems(max_n=24), st.booleans())
-    @example((24, 19, 4, 8, 3, (100.0, -10.0, 100.0, -10.0), "learnability", 5), True)
-    def check(problem, array_params):
-        _check_backend(backend, problem, array_params)
+    @given(streaming_problems(max_n=24), st.booleans(), st.sampled_from(GAINS))
+    @example((24, 19, 4, 8, 3, (100.0, -10.0, 100.0, -10.0), "learnability", 5), True, 1.0)
+    @example((24, 19, 4, 8, 3, (10.0, -10.0, 10.0, -10.0), "learnability", 5), False, 3.5)
+    @example((24, 19, 4, 8, 3, (10.0, -10.0, 10.0, -10.0), "learnability", 5), False, 100.0)
+    def check(problem, array_params, gain):
+        _check_backend(backend, problem, array_params, gain)
 
     check()
 
 
-def _check_backend(backend, problem, array_params):
+def _check_backend(backend, problem, array_params, gain):
     n, n_select, n_chunks, d_l, d_r, params, score, seed = problem
     learner, reference = make_models(seed % 2**31, n, d_l, d_r, params)
     f32 = [
@@ -198,7 +215,8 @@ def _check_backend(backend, problem, array_params):
         for m in (learner, reference)
     ]
     args = needed(*f32, score)
-    expected = joint_select_embeddings(*args, n_select, n_chunks=n_chunks, score=score, seed=seed)
+    call = {"n_chunks": n_chunks, "score": score, "seed": seed, "gain": gain}
+    expected = joint_select_embeddings(*args, n_select, **call)
     b_args = [to_backend(backend, m) for m in args]
     if array_params:
         b_args = [
@@ -209,18 +227,17 @@ def _check_backend(backend, problem, array_params):
             )
             for m in b_args
         ]
-    got = joint_select_embeddings(*b_args, n_select, n_chunks=n_chunks, score=score, seed=seed)
-    got = backend.to_numpy(got)
+    got = backend.to_numpy(joint_select_embeddings(*b_args, n_select, **call))
     s = oracle.dense_scores(*f32, score)
     noise = gumbel_noise(seed, (n_chunks, n), xp=np)
     magnitude = embedding_magnitude(*f32, score)
     sizes = oracle.split_chunks(n_select, n_chunks)
-    perturbed = joint_perturbed(s, noise, magnitude)
+    perturbed = joint_perturbed(s, noise, magnitude, gain=gain)
     assert_same_selection(
         got, expected, sizes=sizes, n=n, perturbed=perturbed, rtol=RTOL["float32"]
     )
     assert_matches_oracle(
-        got, s, n_select, n_chunks, noise, rtol=RTOL["float32"], magnitude=magnitude
+        got, s, n_select, n_chunks, noise, gain=gain, rtol=RTOL["float32"], magnitude=magnitude
     )
 
 

@@ -32,7 +32,10 @@ def selection_problems(draw):
     return n, n_select, n_chunks, seed, dtype
 
 
-def assert_same_joint(got, expected, n_chunks, seed, scores, magnitude, rtol):
+GAINS = (1.0, 3.5, 100.0)
+
+
+def assert_same_joint(got, expected, n_chunks, seed, scores, magnitude, rtol, gain):
     """PyTorch's joint selection is NumPy's, up to genuine near-ties of the float64 logits."""
     assert isinstance(got, torch.Tensor) and got.dtype == torch.int64
     n, n_select = scores.shape[0], expected.shape[0]
@@ -42,21 +45,22 @@ def assert_same_joint(got, expected, n_chunks, seed, scores, magnitude, rtol):
         expected,
         sizes=jestcore.chunk_sizes(n_select, n_chunks),
         n=n,
-        perturbed=joint_perturbed(scores, noise, magnitude),
+        perturbed=joint_perturbed(scores, noise, magnitude, gain=gain),
         rtol=rtol,
     )
 
 
-@given(selection_problems(), st.integers(0, 2**16))
-def test_matrix_path_matches_numpy(problem, data_seed):
+@given(selection_problems(), st.integers(0, 2**16), st.sampled_from(GAINS))
+def test_matrix_path_matches_numpy(problem, data_seed, gain):
     n, n_select, n_chunks, seed, dtype = problem
     rng = np.random.default_rng(data_seed)
     scores = rng.normal(size=(n, n)).astype(dtype)
     if data_seed % 3 == 0:
         scores = np.round(scores)  # exact ties: the order rule must agree exactly
-    expected = jestcore.joint_select(scores, n_select, n_chunks=n_chunks, seed=seed)
-    got = jestcore.joint_select(torch.from_numpy(scores), n_select, n_chunks=n_chunks, seed=seed)
-    assert_same_joint(got, expected, n_chunks, seed, scores, None, RTOL[dtype])
+    call = {"n_chunks": n_chunks, "seed": seed, "gain": gain}
+    expected = jestcore.joint_select(scores, n_select, **call)
+    got = jestcore.joint_select(torch.from_numpy(scores), n_select, **call)
+    assert_same_joint(got, expected, n_chunks, seed, scores, None, RTOL[dtype], gain)
 
 
 @given(
@@ -64,8 +68,9 @@ def test_matrix_path_matches_numpy(problem, data_seed):
     st.integers(1, 8),
     st.sampled_from(["learnability", "hard_learner", "easy_reference"]),
     st.integers(0, 2**16),
+    st.sampled_from(GAINS),
 )
-def test_embedding_path_matches_numpy(problem, d, score, data_seed):
+def test_embedding_path_matches_numpy(problem, d, score, data_seed, gain):
     n, n_select, n_chunks, seed, dtype = problem
     rng = np.random.default_rng(data_seed)
     models = []
@@ -77,25 +82,25 @@ def test_embedding_path_matches_numpy(problem, d, score, data_seed):
     def pairs(convert):
         return [jestcore.PairEmbeddings(convert(i), convert(t), s, b) for i, t, s, b in models]
 
-    kwargs = {"n_chunks": n_chunks, "score": score, "seed": seed}
+    kwargs = {"n_chunks": n_chunks, "score": score, "seed": seed, "gain": gain}
     expected = jestcore.joint_select_embeddings(*pairs(np.asarray), n_select, **kwargs)
     got = jestcore.joint_select_embeddings(*pairs(torch.from_numpy), n_select, **kwargs)
     dense, magnitude = oracle.dense_scores(*models, score), embedding_magnitude(*models, score)
-    assert_same_joint(got, expected, n_chunks, seed, dense, magnitude, RTOL[dtype])
+    assert_same_joint(got, expected, n_chunks, seed, dense, magnitude, RTOL[dtype], gain)
 
 
-@given(st.integers(1, 300), st.integers(0, 2**32 - 1), st.data())
-def test_independent_path_matches_numpy(n, seed, data):
+@given(st.integers(1, 300), st.integers(0, 2**32 - 1), st.sampled_from(GAINS), st.data())
+def test_independent_path_matches_numpy(n, seed, gain, data):
     scores = np.random.default_rng(seed % 1000).normal(size=n)
     if seed % 3 == 0:
         scores = np.round(scores)  # exact ties in the scores
     n_select = data.draw(st.integers(1, n))
-    expected = jestcore.independent_select(scores, n_select, seed=seed)
-    got = jestcore.independent_select(torch.from_numpy(scores), n_select, seed=seed)
+    expected = jestcore.independent_select(scores, n_select, seed=seed, gain=gain)
+    got = jestcore.independent_select(torch.from_numpy(scores), n_select, seed=seed, gain=gain)
     g = jestcore.gumbel_noise(seed, (n,), xp=np).astype(np.float64)
 
     def perturbed(before, k):
-        return scores + g, np.abs(scores) + np.abs(g)
+        return gain * scores + g, gain * np.abs(scores) + np.abs(g)
 
     # The noise is float32 and its log may differ by an ulp between frameworks: float32 rtol.
     assert_same_selection(
@@ -139,17 +144,18 @@ def _models(n: int, seed: int) -> list[jestcore.PairEmbeddings]:
     st.integers(1, 20),
     st.integers(0, 2**32 - 1),
     st.sampled_from(["learnability", "hard_learner", "easy_reference"]),
+    st.sampled_from(GAINS),
 )
-def test_adapter_indices_are_the_spec_selection(n, f, n_chunks, seed, score):
+def test_adapter_indices_are_the_spec_selection(n, f, n_chunks, seed, score, gain):
     learner, reference = _models(n, seed % 1000)
     k = jestcore.sub_batch_size(n, filter_ratio=f)
     chunks = min(n_chunks, k)
-    kw = {"filter_ratio": f, "n_chunks": n_chunks, "score": score, "seed": seed}
+    kw = {"filter_ratio": f, "n_chunks": n_chunks, "score": score, "seed": seed, "gain": gain}
     batch = torch.arange(n)
     # joint selection from embeddings
     got = select_batch(batch, learner, reference, **kw)
     expected = jestcore.joint_select_embeddings(
-        learner, reference, k, n_chunks=chunks, score=score, seed=seed
+        learner, reference, k, n_chunks=chunks, score=score, seed=seed, gain=gain
     )
     assert got.indices.tolist() == expected.tolist()
     assert got.batch.tolist() == expected.tolist()
@@ -160,24 +166,31 @@ def test_adapter_indices_are_the_spec_selection(n, f, n_chunks, seed, score):
     got = select_batch(batch, scores=scores, **kw)
     assert (
         got.indices.tolist()
-        == jestcore.joint_select(scores, k, n_chunks=chunks, seed=seed).tolist()
+        == jestcore.joint_select(scores, k, n_chunks=chunks, seed=seed, gain=gain).tolist()
     )
     # independent selection: per-example scores, and per-example losses
     losses = [torch.diagonal(scores), torch.diagonal(scores).flip(0)]
     got = select_batch(batch, scores=losses[0], **kw)
-    assert got.indices.tolist() == jestcore.independent_select(losses[0], k, seed=seed).tolist()
+    assert (
+        got.indices.tolist()
+        == jestcore.independent_select(losses[0], k, seed=seed, gain=gain).tolist()
+    )
     per_example = {
         "learnability": jestcore.learnability(*losses),
         "hard_learner": jestcore.hard_learner(losses[0]),
         "easy_reference": jestcore.easy_reference(losses[1]),
     }[score]
     got = select_batch(batch, *losses, **kw)
-    assert got.indices.tolist() == jestcore.independent_select(per_example, k, seed=seed).tolist()
+    assert (
+        got.indices.tolist()
+        == jestcore.independent_select(per_example, k, seed=seed, gain=gain).tolist()
+    )
     # the selector: step t draws with fold_in(seed, t)
-    selector = JESTSelector(filter_ratio=f, n_chunks=n_chunks, score=score, seed=seed)
+    selector = JESTSelector(filter_ratio=f, n_chunks=n_chunks, score=score, seed=seed, gain=gain)
     for t in range(2):
         got = selector(batch, learner, reference)
         expected = jestcore.joint_select_embeddings(
-            learner, reference, k, n_chunks=chunks, score=score, seed=jestcore.fold_in(seed, t)
-        )
+            learner, reference, k, n_chunks=chunks, score=score, seed=jestcore.fold_in(seed, t),
+            gain=gain,
+        )  # fmt: skip
         assert got.indices.tolist() == expected.tolist()

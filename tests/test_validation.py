@@ -806,6 +806,139 @@ def test_static_checks_also_run_under_jit():
             fn(jnp.zeros((0, 0)), n_select=1, n_chunks=1, seed=0)
 
 
+# ----------------------------------------------------------------------------- gain
+
+
+def _torch_train(gain: Any) -> Any:
+    from jestcore.adapters.torch import trainer as tt
+
+    model = tt.DualEncoder(tt.ImageMLP(4, 8, 4), tt.BagOfWords(5, 4))
+    images, tokens = np.zeros((10, 4), np.float32), np.zeros((10, 3), np.int64)
+    return tt.train(model, images, tokens, steps=1, batch_size=2, method="uniform", gain=gain)
+
+
+def _jax_train_config(gain: Any) -> Any:
+    from jestcore.adapters.jax.trainer import TrainConfig
+
+    return TrainConfig(steps=1, gain=gain)
+
+
+def _demo_config(gain: Any) -> Any:
+    from jestcore.adapters.demo.app import DemoConfig
+
+    return DemoConfig(gain=gain)
+
+
+def _torch_select_batch(gain: Any, **randomness: Any) -> Any:
+    from jestcore.adapters.torch import select_batch
+
+    x = torch.from_numpy(V)
+    randomness = randomness or {"seed": 0}
+    return select_batch(torch.arange(N), scores=x, batch_size=3, gain=gain, **randomness)
+
+
+def _torch_selector(gain: Any) -> Any:
+    from jestcore.adapters.torch import JESTSelector
+
+    return JESTSelector(batch_size=2, gain=gain)
+
+
+#: Every selection entry point that takes ``gain``: name -> call with that gain (seeded).
+GAINED: dict[str, Callable[[Any], Any]] = {
+    "joint_select": lambda g: jestcore.joint_select(S, 4, n_chunks=2, seed=0, gain=g),
+    "independent_select": lambda g: jestcore.independent_select(V, 4, seed=0, gain=g),
+    "joint_select_embeddings": lambda g: jestcore.joint_select_embeddings(
+        emb(), emb(), 4, n_chunks=2, seed=0, gain=g
+    ),
+    "jax.joint_select": lambda g: jj.joint_select(jnp.asarray(S), 4, n_chunks=2, seed=0, gain=g),
+    "jax.joint_select_embeddings": lambda g: jj.joint_select_embeddings(
+        emb(xp="jax"), emb(xp="jax"), 4, n_chunks=2, seed=0, gain=g
+    ),
+    "jax.select_sharded": lambda g: jj.select_sharded(
+        emb(xp="jax"), emb(xp="jax"), 4, mesh=mesh1(), n_chunks=2, seed=0, gain=g
+    ),
+    "jax.JESTSelector": lambda g: jj.JESTSelector(batch_size=2, gain=g),
+    "jax.TrainConfig": _jax_train_config,
+    "torch.select_batch": _torch_select_batch,
+    "torch.JESTSelector": _torch_selector,
+    "torch.train": _torch_train,
+    "demo.DemoConfig": _demo_config,
+}
+
+BAD_GAINS = [
+    (True, TypeError, r"gain must be a real number \(e.g. 100.0\), got bool True"),
+    ("100", TypeError, r"gain must be a real number \(e.g. 100.0\), got str '100'"),
+    (None, TypeError, r"gain must be a real number \(e.g. 100.0\), got NoneType None"),
+    (np.asarray([1.0]), TypeError, r"gain must be a real number"),
+    (0.0, ValueError, r"gain must be finite and > 0, got 0.0"),
+    (-1, ValueError, r"gain must be finite and > 0, got -1"),
+    (math.nan, ValueError, r"gain must be finite and > 0, got nan"),
+    (math.inf, ValueError, r"gain must be finite and > 0, got inf"),
+    (np.float32(-2.0), ValueError, r"gain must be finite and > 0, got -2.0"),
+]
+
+
+@pytest.mark.parametrize("entry", sorted(GAINED))
+@pytest.mark.parametrize(("gain", "error", "match"), BAD_GAINS)
+def test_every_selection_entry_point_refuses_every_kind_of_bad_gain(entry, gain, error, match):
+    with pytest.raises(error, match=match):
+        GAINED[entry](gain)
+
+
+@pytest.mark.parametrize("entry", sorted(GAINED))
+def test_every_selection_entry_point_accepts_numpy_and_integer_gains(entry):
+    for gain in (np.float64(3.5), np.float32(0.5), 2, 1e-3):
+        GAINED[entry](gain)
+
+
+@pytest.mark.parametrize("bad", [0.0, True])
+def test_gain_is_checked_even_when_greedy_ignores_it(bad):
+    error = TypeError if bad is True else ValueError
+    for call in (
+        lambda: jestcore.joint_select(S, 4, n_chunks=2, greedy=True, gain=bad),
+        lambda: jestcore.independent_select(V, 4, greedy=True, gain=bad),
+        lambda: jestcore.joint_select_embeddings(
+            emb(), emb(), 4, n_chunks=2, greedy=True, gain=bad
+        ),
+        lambda: _torch_select_batch(bad, greedy=True),
+    ):
+        with pytest.raises(error, match="gain"):
+            call()
+
+
+def test_a_gain_that_could_overflow_the_logits_is_refused_before_any_work():
+    big = np.full((N, N), 1e36, np.float32)
+    # 2 * 4 - 1 = 7 entries of 1e36 bound a logit: 7e36 fits float32, 100 * 7e36 does not
+    jestcore.joint_select(big, 4, n_chunks=2, seed=0, gain=1.0)
+    jestcore.joint_select(big, 4, n_chunks=2, greedy=True)  # greedy multiplies nothing
+    msg = r"gain = 100 could overflow float32: the logits are bounded only by 7e\+36"
+    with pytest.raises(ValueError, match=msg):
+        jestcore.joint_select(big, 4, n_chunks=2, seed=0)
+    with pytest.raises(ValueError, match=msg):
+        jj.joint_select(jnp.asarray(big), 4, n_chunks=2, seed=0)
+    with pytest.raises(ValueError, match=r"gain = 100 could overflow float32"):
+        jestcore.independent_select(np.full(N, 1e37, np.float32), 2, seed=0)
+    # float64 logits have room (explicit float64 noise makes float32 scores select in float64)
+    noise = np.zeros((2, N))
+    jestcore.joint_select(big, 4, n_chunks=2, noise=noise)
+    # embeddings: |loss| <= |scale| * d * max|image| * max|text| + |bias| + 1 per pair
+    huge = emb(scale=1e30)
+    with pytest.raises(ValueError, match=r"gain = 100 could overflow float64"):
+        jestcore.joint_select_embeddings(
+            huge._replace(image=huge.image * 1e140, text=huge.text * 1e140), None, 4,
+            n_chunks=2, score="hard_learner", seed=0,
+        )  # fmt: skip
+    jestcore.joint_select_embeddings(huge, None, 4, n_chunks=2, score="hard_learner", seed=0)
+    f32 = PairEmbeddings(*(np.full((N, 3), 1e18, np.float32),) * 2, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"gain = 100 could overflow float32"):
+        jestcore.joint_select_embeddings(f32, None, 4, n_chunks=2, score="hard_learner", seed=0)
+    with pytest.raises(ValueError, match=r"gain = 100 could overflow float32"):
+        jj.select_sharded(
+            PairEmbeddings(*(jnp.asarray(f32.image),) * 2, 1.0, 0.0), None, 4, mesh=mesh1(),
+            n_chunks=2, score="hard_learner", seed=0,
+        )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- NaN and inf
 
 
@@ -988,9 +1121,12 @@ def test_float16_scores_of_large_magnitude_are_finite_and_select_without_overflo
 
 
 def select_with_non_finite(
-    scores: np.ndarray, n_select: int, n_chunks: int, noise: np.ndarray | None
+    scores: np.ndarray, n_select: int, n_chunks: int, noise: np.ndarray | None, gain: float
 ) -> list[int]:
     """Literal Algorithm 1 where a non-finite perturbed logit ranks after every finite one.
+
+    Each chunk ranks ``gain * logit + noise`` (scores of small integers and eighths keep every
+    product and sum exact in float32 for the gains used here).
 
     Plain Python floats, re-summing every chunk; ties (including all non-finite candidates,
     which rank alike) go to the lower index. Selected items are excluded.
@@ -1005,6 +1141,7 @@ def select_with_non_finite(
             logit = float(scores[m, m]) + sum(
                 float(scores[j, m]) + float(scores[m, j]) for j in selected
             )
+            logit *= gain
             if noise is not None:
                 logit += float(noise[k, m])
             keys.append((0, -logit, m) if math.isfinite(logit) else (1, 0.0, m))
@@ -1034,27 +1171,28 @@ def non_finite_problems(draw: st.DrawFn):
     return scores, n_select, n_chunks, noise
 
 
-STATIC_MATRIX = ("n_select", "n_chunks", "greedy")
+STATIC_MATRIX = ("n_select", "n_chunks", "gain", "greedy")
 SPEC_JIT = jax.jit(jestcore.joint_select, static_argnames=STATIC_MATRIX)
 ADAPTER_JIT = jax.jit(jj.joint_select, static_argnames=STATIC_MATRIX)
 
 
 @settings(max_examples=25)
-@given(non_finite_problems())
+@given(non_finite_problems(), st.sampled_from([1.0, 4.0, 100.0]))
 @example(  # a NaN on the diagonal, and a pair whose sum is inf - inf = NaN
     (
         with_bad(np.eye(10), ((4, 4), np.nan), ((2, 7), np.inf), ((7, 2), -np.inf)),
         10,
         3,
         None,
-    )
+    ),
+    100.0,
 )
-def test_under_jit_non_finite_candidates_rank_after_every_finite_one(problem):
+def test_under_jit_non_finite_candidates_rank_after_every_finite_one(problem, gain):
     scores, n_select, n_chunks, noise = problem
-    expected = select_with_non_finite(scores, n_select, n_chunks, noise)
+    expected = select_with_non_finite(scores, n_select, n_chunks, noise, gain)
     randomness = {"greedy": True} if noise is None else {"noise": jnp.asarray(noise)}
     for name, fn in (("spec", SPEC_JIT), ("adapter", ADAPTER_JIT)):
-        got = fn(jnp.asarray(scores), n_select=n_select, n_chunks=n_chunks, **randomness)
+        got = fn(jnp.asarray(scores), n_select=n_select, n_chunks=n_chunks, gain=gain, **randomness)
         assert np.asarray(got).tolist() == expected, name
 
 
@@ -1070,7 +1208,7 @@ def test_under_torch_compile_non_finite_candidates_rank_after_every_finite_one()
         backend="aot_eager",
     )
     got = compiled(torch.from_numpy(scores), torch.from_numpy(noise))
-    assert got.tolist() == select_with_non_finite(scores, 8, 3, noise)
+    assert got.tolist() == select_with_non_finite(scores, 8, 3, noise, 100.0)
 
 
 @pytest.mark.parametrize("where", ["spec", "adapter"])
@@ -1111,6 +1249,10 @@ def test_under_jit_non_finite_embeddings_come_last_in_index_order(where):
 # ----------------------------------------------------------------------------- coverage
 
 
+#: The spec's selection functions (those that take ``gain``): each must be in :data:`GAINED`.
+SELECTING_SPEC = {"joint_select", "independent_select", "joint_select_embeddings"}
+SELECTING_ADAPTER = {"joint_select", "joint_select_embeddings", "select_sharded", "JESTSelector"}
+
 COVERED_SPEC = (
     {k for k in SEEDED if "." not in k and "/" not in k}
     | {c[0] for c in EMPTY_CASES + NAMESPACE_CASES + DEVICE_CASES + DTYPE_SHAPE_CASES}
@@ -1126,6 +1268,20 @@ COVERED_ADAPTER = {
 def test_the_matrix_covers_every_public_entry_point():
     assert SPEC_CALLABLES <= COVERED_SPEC, SPEC_CALLABLES - COVERED_SPEC
     assert ADAPTER_CALLABLES <= COVERED_ADAPTER, ADAPTER_CALLABLES - COVERED_ADAPTER
+
+
+def test_the_gain_matrix_covers_every_selection_entry_point():
+    assert SELECTING_SPEC <= set(GAINED)
+    assert {f"jax.{n}" for n in SELECTING_ADAPTER} <= set(GAINED)
+    # every public callable that takes a gain is in the gain matrix
+    import inspect
+
+    for name in SPEC_CALLABLES:
+        if "gain" in inspect.signature(getattr(jestcore, name)).parameters:
+            assert name in GAINED, name
+    for name in ADAPTER_CALLABLES:
+        if "gain" in inspect.signature(getattr(jj, name)).parameters:
+            assert f"jax.{name}" in GAINED, name
 
 
 # ----------------------------------------------------------------------------- two JAX devices

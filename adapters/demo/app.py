@@ -177,6 +177,8 @@ class DemoConfig:
         batch_size: ``b``, the sub-batch trained on per step.
         filter_ratio: ``f``; the super-batch has ``N = round(b / (1 - f))`` pairs.
         n_chunks: Chunks of joint selection.
+        gain: The score gain of every selection (default 100.0, the paper's recipe; 1.0 is
+            Algorithm 1 as printed); see :func:`jestcore.joint_select`.
         learning_rate: Peak Adam learning rate (learner and reference).
         warmup_fraction: Fraction of the steps of linear warm-up (at least one step).
         image_hidden: Hidden width of the image MLP.
@@ -200,6 +202,7 @@ class DemoConfig:
     batch_size: int = 64
     filter_ratio: float = 0.8
     n_chunks: int = 16
+    gain: float = 100.0
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     image_hidden: int = 512
@@ -230,6 +233,7 @@ class DemoConfig:
             raise ValueError(
                 f"n_chunks must be at most batch_size = {self.batch_size}, got {self.n_chunks}"
             )
+        v.check_gain(self.gain)
         check_real("learning_rate", self.learning_rate, low=0.0)
         check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
         v.check_int("image_hidden", self.image_hidden, low=1)
@@ -489,7 +493,7 @@ def select_sub_batch(
         learner: The learner's embeddings of the super-batch, or ``None`` if the method does
             not use it.
         reference: The reference's embeddings of the super-batch, or ``None``.
-        config: The demo config (``b``, ``n_chunks``).
+        config: The demo config (``b``, ``n_chunks``, ``gain``).
         seed: The selection seed (:func:`selection_seed`).
 
     Returns:
@@ -520,6 +524,7 @@ def select_sub_batch(
         b,
         n_chunks=spec.n_chunks(config.n_chunks),
         score=spec.score,
+        gain=config.gain,
         seed=seed,
     )
 
@@ -1063,6 +1068,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"JEST demo ({results.get('backend', '?')}): {cfg['steps']} learner steps, "
         f"b = {cfg['batch_size']}, f = {cfg['filter_ratio']}, {cfg['n_chunks']} chunks, "
+        f"gain {cfg.get('gain', 1.0):g}, "
         f"pool corruption {cfg['data']['corruption_rate']:.0%}, {cfg['seeds']} seeds",
         f"target = uniform's final zero-shot accuracy = {results['target_accuracy']:.3f}",
         "",

@@ -27,6 +27,7 @@ def _demo(args: argparse.Namespace) -> int:
             ("seeds", args.seeds),
             ("filter_ratio", args.filter_ratio),
             ("batch_size", args.batch_size),
+            ("gain", args.gain),
             ("eval_every", args.eval_every),
             ("methods", tuple(args.methods) if args.methods else None),
         )
@@ -73,11 +74,19 @@ def _select_demo(args: argparse.Namespace) -> int:
     runs = []
     for seed in range(args.seeds):
         batch = make_superbatch(args.n, mismatch_rate=args.mismatch_rate, seed=seed)
-        runs.append(compare_selection(batch, n_select, n_chunks=args.n_chunks, seed=seed))
+        try:
+            runs.append(
+                compare_selection(
+                    batch, n_select, n_chunks=args.n_chunks, gain=args.gain, seed=seed
+                )
+            )
+        except (TypeError, ValueError) as error:
+            print(f"jestcore select-demo: error: {error}", file=sys.stderr)
+            return 2
     print(
         f"Synthetic super-batch: N = {args.n} image-text pairs, {args.mismatch_rate:.0%} "
         f"mismatched; keep b = {n_select} (filter ratio {args.filter_ratio}), "
-        f"{args.n_chunks} chunks, mean ± sd over {args.seeds} seeds\n"
+        f"{args.n_chunks} chunks, gain {args.gain:g}, mean ± sd over {args.seeds} seeds\n"
     )
     header = ("method", "mismatched kept", "unlearnt clean kept", "batch learnability")
     print(f"{header[0]:<13}{header[1]:>18}{header[2]:>22}{header[3]:>22}")
@@ -166,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=None, help=f"sub-batch b ({_defaults('batch_size')})"
     )
     demo.add_argument(
+        "--gain",
+        type=float,
+        default=None,
+        help="score gain of the sampling: top-k of gain * logit + Gumbel noise per chunk; "
+        f"1 is Algorithm 1 as printed ({_defaults('gain')}, the paper's recipe)",
+    )
+    demo.add_argument(
         "--eval-every",
         type=int,
         default=None,
@@ -215,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
     select.add_argument("--n", type=int, default=8192, help="super-batch size N")
     select.add_argument("--filter-ratio", type=float, default=0.8, help="fraction filtered out")
     select.add_argument("--n-chunks", type=int, default=16, help="chunks of joint selection")
+    select.add_argument(
+        "--gain",
+        type=float,
+        default=100.0,
+        help="score gain of the sampling (1 is Algorithm 1 as printed; 100 the paper's recipe)",
+    )
     select.add_argument(
         "--mismatch-rate", type=float, default=0.3, help="fraction of mismatched pairs"
     )

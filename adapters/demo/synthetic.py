@@ -88,7 +88,12 @@ def make_superbatch(
 
 
 def compare_selection(
-    batch: SyntheticSuperBatch, n_select: int, *, n_chunks: int = 16, seed: int = 0
+    batch: SyntheticSuperBatch,
+    n_select: int,
+    *,
+    n_chunks: int = 16,
+    gain: float = 100.0,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Selects ``n_select`` pairs by uniform, independent and joint learnability selection.
 
@@ -96,6 +101,8 @@ def compare_selection(
         batch: The super-batch.
         n_select: Sub-batch size.
         n_chunks: Chunks of joint selection.
+        gain: The score gain of independent and joint selection (see
+            :func:`jestcore.joint_select`).
         seed: Seed of the portable generator.
 
     Returns:
@@ -108,10 +115,10 @@ def compare_selection(
         "uniform": jestcore.independent_select(np.zeros(n, np.float32), n_select, seed=seed),
         # One chunk: each pair's own learnability, the diagonal (independent selection).
         "independent": jestcore.joint_select_embeddings(
-            learner, reference, n_select, n_chunks=1, seed=seed
+            learner, reference, n_select, n_chunks=1, gain=gain, seed=seed
         ),
         "joint": jestcore.joint_select_embeddings(
-            learner, reference, n_select, n_chunks=n_chunks, seed=seed
+            learner, reference, n_select, n_chunks=n_chunks, gain=gain, seed=seed
         ),
     }
     unlearnt_clean = ~batch.learnt & ~batch.mismatched

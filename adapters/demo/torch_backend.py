@@ -201,6 +201,7 @@ def train_learner(
             reference=reference,
             filter_ratio=config.filter_ratio,
             n_chunks=config.n_chunks,
+            gain=config.gain,
             learning_rate=config.learning_rate,
             warmup_fraction=config.warmup_fraction,
             seed=seed,

@@ -155,6 +155,7 @@ def joint_select(
     n_select: int,
     *,
     n_chunks: int = 16,
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -162,8 +163,9 @@ def joint_select(
 ) -> Any:
     """:func:`jestcore.joint_select` for JAX arrays, compiled once per shape.
 
-    Same arguments, checks and result; under ``jax.jit`` mark ``n_select``, ``n_chunks`` and
-    ``greedy`` static, and ``scores``, ``seed`` and ``noise`` may be traced. Values (NaN, inf)
+    Same arguments, checks and result; under ``jax.jit`` mark ``n_select``, ``n_chunks``,
+    ``gain`` and ``greedy`` static, and ``scores``, ``seed`` and ``noise`` may be traced
+    (``gain`` is traced inside, so other gains reuse the compilation). Values (NaN, inf)
     are checked only outside ``jax.jit``; under it, non-finite candidates rank after every
     finite one.
 
@@ -171,6 +173,8 @@ def joint_select(
         scores: ``(N, N)`` real floating score matrix (JAX, or NumPy: converted).
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
+        gain: The score gain (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed): each chunk takes the top-k of ``gain * logit + noise``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
         greedy: Take the plain top-k of each chunk's logits (no noise).
@@ -194,8 +198,10 @@ def joint_select(
     warn_unroll(unroll)
     check_jax(scores=scores, noise=noise)
     scores, noise = as_jax("scores", scores), as_jax("noise", noise)
-    sizes = selection.check_joint_select(scores, n_select, n_chunks, seed, noise, greedy)
-    return _select_from_scores(scores, as_seed(seed), noise, sizes=sizes, greedy=greedy)
+    sizes, gain = selection.check_joint_select(
+        scores, n_select, n_chunks, seed, noise, greedy, gain
+    )
+    return _select_from_scores(scores, as_seed(seed), noise, sizes=sizes, greedy=greedy, gain=gain)
 
 
 def check_embeddings(
@@ -222,6 +228,7 @@ def joint_select_embeddings(
     *,
     n_chunks: int = 16,
     score: str = "learnability",
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -231,7 +238,8 @@ def joint_select_embeddings(
     """:func:`jestcore.joint_select_embeddings` for JAX arrays, compiled once per shape.
 
     Same arguments, checks and result. Under ``jax.jit`` mark ``n_select``, ``n_chunks``,
-    ``score``, ``greedy`` and ``block_size`` static; the embeddings, ``scale``, ``bias``,
+    ``score``, ``gain``, ``greedy`` and ``block_size`` static (``gain`` is traced inside, so
+    other gains reuse the compilation); the embeddings, ``scale``, ``bias``,
     ``seed`` and ``noise`` may be traced, so one compilation serves every step of a training
     run. Values (NaN, inf) are checked only outside ``jax.jit``; under it, non-finite
     candidates rank after every finite one.
@@ -244,6 +252,8 @@ def joint_select_embeddings(
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        gain: The score gain (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed): each chunk takes the top-k of ``gain * logit + noise``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
         greedy: Take the plain top-k of each chunk's logits (no noise).
@@ -280,8 +290,8 @@ def joint_select_embeddings(
     for name, model in (("learner", learner), ("reference", reference)):
         if isinstance(model, tuple) and len(model) == 4:
             check_jax(**{f"{name}.image": model[0], f"{name}.text": model[1]})
-    sizes, block_size = streaming.check_select_embeddings(
-        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size
+    sizes, block_size, gain = streaming.check_select_embeddings(
+        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, gain
     )
     return _select_embeddings(
         learner,
@@ -292,4 +302,5 @@ def joint_select_embeddings(
         sizes=sizes,
         greedy=greedy,
         block_size=block_size,
+        gain=gain,
     )

@@ -54,6 +54,7 @@ from jestcore.selection import blocked_select, chunk_sizes, gumbel_rows
 from jestcore.streaming import (
     SELECT_BLOCK_ELEMENTS,
     PairEmbeddings,
+    check_gain_fits_embeddings,
     diagonal,
     embeddings_update,
     make_terms,
@@ -134,6 +135,7 @@ def select_sharded(
     scope: str = "global",
     n_chunks: int = 16,
     score: str = "learnability",
+    gain: float = 100.0,
     seed: Any = None,
     greedy: bool = False,
     block_size: int | None = None,
@@ -142,7 +144,7 @@ def select_sharded(
     """Joint selection from embeddings sharded along mesh axis ``axis``.
 
     Works eagerly and inside ``jax.jit`` (mark ``n_select``, ``n_chunks``, ``score``,
-    ``greedy``, ``block_size``, ``mesh``, ``axis`` and ``scope`` static).
+    ``gain``, ``greedy``, ``block_size``, ``mesh``, ``axis`` and ``scope`` static).
 
     Args:
         learner: The learner's :class:`~jestcore.PairEmbeddings`, rows sharded along ``axis``
@@ -157,6 +159,8 @@ def select_sharded(
             (each device selects from its own shard).
         n_chunks: Chunks per selection (per device for ``"local"``).
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        gain: The score gain (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed): each chunk takes the top-k of ``gain * logit + noise``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
         greedy: Take the plain top-k of each chunk's logits (no noise).
         block_size: Rows of a chunk multiplied at once (default: as the unsharded selection
@@ -186,11 +190,15 @@ def select_sharded(
         )
     sizes = chunk_sizes(n_select if scope == "global" else select_local, n_chunks)
     v.check_randomness(seed, None, greedy, (len(sizes), n), jnp)
+    gain = v.check_gain(gain)
     if block_size is None:
         block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
     for name, a in arrays.items():
         v.check_finite(name, a, jnp, _backend)
+    if not greedy:
+        models = check_embeddings(learner, reference, score)[0]
+        check_gain_fits_embeddings(gain, models, 2 * sum(sizes) - 1, jnp, _backend, None)
 
     seed = jnp.zeros((), dtype=jnp.uint32) if greedy else as_seed(seed)
     return _select_sharded(
@@ -204,11 +212,13 @@ def select_sharded(
         sizes=sizes,
         greedy=greedy,
         block_size=block_size,
+        gain=gain,
     )
 
 
 @functools.partial(
-    jax.jit, static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size")
+    jax.jit,
+    static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size", "gain"),
 )
 def _select_sharded(
     learner: Any,
@@ -222,6 +232,7 @@ def _select_sharded(
     sizes: tuple[int, ...],
     greedy: bool,
     block_size: int,
+    gain: float,
 ) -> Any:
     """The compiled part of :func:`select_sharded` (inlined when called under an outer jit)."""
     n_local = check_embeddings(learner, reference, score)[2] // mesh.shape[axis]
@@ -235,6 +246,7 @@ def _select_sharded(
             sum(sizes),
             n_chunks=len(sizes),
             score=score,
+            gain=gain,
             seed=None if greedy else fold_in(seed, i),
             greedy=greedy,
             block_size=block_size,
@@ -254,7 +266,9 @@ def _select_sharded(
 
         noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, xp=jnp, offset=offset)
         update = embeddings_update(terms, block_size, _backend)
-        return blocked_select(diagonal(terms), sizes, noise, update, jnp, pick=pick, offset=offset)
+        return blocked_select(
+            diagonal(terms), sizes, noise, update, jnp, gain=gain, pick=pick, offset=offset
+        )
 
     if scope == "local":
         mapped = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(axis))

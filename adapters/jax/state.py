@@ -78,6 +78,8 @@ class JESTSelector:
         filter_ratio: Fraction of the super-batch to filter out, in ``[0, 1)`` (0.8 in the paper).
         n_chunks: Chunks per selection (16 in the paper).
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
+            Algorithm 1 as printed); see :func:`jestcore.joint_select`.
         mesh: A device mesh to select over a super-batch sharded along ``axis`` (``None``:
             unsharded).
         axis: The mesh axis that the batch is split along.
@@ -105,6 +107,7 @@ class JESTSelector:
     filter_ratio: float | None = None
     n_chunks: int = 16
     score: str = "learnability"
+    gain: float = 100.0
     mesh: Mesh | None = None
     axis: str = "batch"
     scope: str = "global"
@@ -125,6 +128,7 @@ class JESTSelector:
         warn_unroll(self.unroll)
         v.check_int("n_chunks", self.n_chunks, low=1)
         check_score(self.score)
+        v.check_gain(self.gain)
         if self.mesh is not None:
             _check_mesh(self.mesh, self.axis, self.scope)
         elif self.scope not in SCOPES:
@@ -173,6 +177,7 @@ class JESTSelector:
         options = dict(
             n_chunks=self.n_chunks,
             score=self.score,
+            gain=self.gain,
             seed=state.step_seed(),
             block_size=self.block_size,
         )

@@ -277,6 +277,8 @@ class TrainConfig:
         batch_size: ``b``, the examples trained on per step.
         filter_ratio: ``f``; the super-batch has ``N = round(b / (1 - f))`` examples.
         n_chunks: Chunks of joint selection.
+        gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
+            Algorithm 1 as printed); see :func:`jestcore.joint_select`.
         learning_rate: Peak Adam learning rate.
         warmup_fraction: Fraction of ``steps`` of linear warm-up (at least one step).
         init_log_scale: Initial log of the SigLIP temperature.
@@ -291,6 +293,7 @@ class TrainConfig:
     batch_size: int = 64
     filter_ratio: float = 0.8
     n_chunks: int = 16
+    gain: float = 100.0
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     init_log_scale: float = math.log(10.0)
@@ -306,6 +309,7 @@ class TrainConfig:
                 f"n_chunks must be at most batch_size = {self.batch_size}, got {self.n_chunks}"
             )
         v.check_ratio("filter_ratio", self.filter_ratio)
+        v.check_gain(self.gain)
         recipe.check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
         recipe.check_real("learning_rate", self.learning_rate, low=0.0)
         recipe.check_real("init_log_scale", self.init_log_scale)
@@ -511,7 +515,10 @@ class SigLIPTrainer:
                 reference.bias,
             )
         selector = JESTSelector(
-            batch_size=b, n_chunks=spec.n_chunks(self.config.n_chunks), score=spec.score
+            batch_size=b,
+            n_chunks=spec.n_chunks(self.config.n_chunks),
+            score=spec.score,
+            gain=self.config.gain,
         )
         return selector.select(state.selection, learner, ref)
 

@@ -245,6 +245,7 @@ def _plan(
     seed: Any,
     noise: Any,
     greedy: Any,
+    gain: Any,
     exchange: Any,
     block_size: Any,
     world: int,
@@ -287,6 +288,7 @@ def _plan(
         v.check_int("block_size", block_size, low=1)
     shape = (n_chunks, n_local * world) if joint else (n_local * world,)
     v.check_randomness(seed, noise, greedy, shape, _TORCH)
+    v.check_gain(gain)
     _check_outputs(models, kind, score, noise=noise, seed=seed)
     return plan
 
@@ -309,6 +311,7 @@ AGREEMENT = (
     ("the same kind of outputs", ("embeddings", "losses", "scores")),
     ("the same source of randomness", ("seed", "noise", "greedy")),
     ("the same seed", "int"),
+    ("the same gain", "float"),
     ("the same learner.scale", "float"),
     ("the same learner.bias", "float"),
     ("the same reference.scale", "float"),
@@ -339,6 +342,7 @@ def _agreement(
     exchange: str,
     seed: Any,
     noise: Any,
+    gain: Any,
 ) -> list[Any]:
     """The values of :data:`AGREEMENT` for this rank (ints, floats or 0-d tensors)."""
     randomness = 0 if seed is not None else 1 if noise is not None else 2
@@ -362,6 +366,7 @@ def _agreement(
         AGREEMENT[6][1].index(plan.kind),
         randomness,
         -1 if seed is None else seed,
+        v.check_gain(gain),
         *scalars,
         dist_.stable_hash(outputs),
         dist_.stable_hash(_layout(batch)),
@@ -408,7 +413,10 @@ def _per_example_scores(models: dict[str, Any], score: str) -> Any:
 def _select(
     plan: _Plan, models: dict[str, Any], score: str, block_size: Any, **randomness: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spec's selection, then the per-example scores it was drawn from (for stats)."""
+    """The spec's selection, then the per-example scores it was drawn from (for stats).
+
+    ``randomness`` is ``seed``, ``noise``, ``greedy`` and ``gain``, passed to the spec as given.
+    """
     n, n_chunks = plan.n_select, plan.n_chunks
     if not plan.joint:
         per_example = _per_example_scores(models, score)
@@ -442,6 +450,7 @@ def select_batch(
     n_chunks: int = 16,
     score: str = "learnability",
     method: str = "joint",
+    gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
     greedy: bool = False,
@@ -501,6 +510,9 @@ def select_batch(
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
         method: ``"joint"`` or ``"independent"`` (per-example scores only, the baseline).
             Per-example losses and 1-D scores always select independently, which is exact.
+        gain: The score gain of the sampling: each chunk takes the top-k of
+            ``gain * logit + noise`` (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
+            printed, larger is closer to greedy); see :func:`jestcore.joint_select`.
         seed: Seed of jestcore's portable generator: an int in ``[0, 2**32)`` (NumPy integers
             too) or a 0-d integer tensor (derive per-step seeds with
             :func:`jestcore.fold_in`). With ``scope="local"`` and several ranks the rank is
@@ -543,7 +555,7 @@ def select_batch(
     rank, world = dist_.rank_and_world(group)
     is_global = scope == "global" and world > 1
     seed = _as_seed(seed)
-    randomness = {"seed": seed, "noise": noise, "greedy": greedy}
+    randomness = {"seed": seed, "noise": noise, "greedy": greedy, "gain": gain}
     options = {
         "batch_size": batch_size, "filter_ratio": filter_ratio, "n_chunks": n_chunks,
         "score": score, "method": method, "exchange": exchange, "block_size": block_size,
@@ -560,7 +572,7 @@ def select_batch(
         plan = _plan(batch, learner, reference, scores, world=world, is_global=True, **options)
         values = _agreement(
             plan, batch, world, score=score, method=method, exchange=exchange, seed=seed,
-            noise=noise,
+            noise=noise, gain=gain,
         )  # fmt: skip
     except Exception as e:  # every rank takes part in the status exchange, then all raise
         error = e
@@ -590,6 +602,8 @@ class JESTSelector:
             examples uses one chunk per example.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
         method: ``"joint"`` or ``"independent"``.
+        gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
+            Algorithm 1 as printed); saved in :attr:`config`.
         seed: Base seed, an int in ``[0, 2**32)`` (NumPy integers too; kept as a Python
             int).
         scope: ``"local"`` or ``"global"`` (see :func:`select_batch`).
@@ -615,6 +629,7 @@ class JESTSelector:
         n_chunks: int = 16,
         score: str = "learnability",
         method: str = "joint",
+        gain: float = 100.0,
         seed: int = 0,
         scope: str = "local",
         warmup_steps: int = 0,
@@ -634,6 +649,7 @@ class JESTSelector:
         n_chunks = v.check_int("n_chunks", n_chunks, low=1)
         _check_choice("score", score, tuple(sorted(SCORES)))
         _check_choice("method", method, METHODS)
+        gain = v.check_gain(gain)
         _check_choice("scope", scope, SCOPES)
         _check_choice("exchange", exchange, dist_.EXCHANGES)
         seed = _check_base_seed("seed", seed)
@@ -641,7 +657,7 @@ class JESTSelector:
         if block_size is not None:
             block_size = v.check_int("block_size", block_size, low=1)
         self.batch_size, self.filter_ratio = batch_size, filter_ratio
-        self.n_chunks, self.score, self.method = n_chunks, score, method
+        self.n_chunks, self.score, self.method, self.gain = n_chunks, score, method, gain
         self.seed, self.scope, self.warmup_steps = seed, scope, warmup_steps
         self.exchange, self.group, self.block_size = exchange, group, block_size
         self.step = 0
@@ -656,6 +672,7 @@ class JESTSelector:
             "n_chunks": self.n_chunks,
             "score": self.score,
             "method": self.method,
+            "gain": self.gain,
             "scope": self.scope,
             "warmup_steps": self.warmup_steps,
         }
@@ -720,6 +737,7 @@ class JESTSelector:
                 n_chunks=self.n_chunks,
                 score=self.score,
                 method=self.method,
+                gain=self.gain,
                 block_size=self.block_size,
                 **common,
             )
@@ -740,6 +758,9 @@ class JESTSelector:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`; refuses a state saved with a different config.
 
+        A state saved before selectors recorded ``gain`` selected at gain 1 (Algorithm 1 as
+        printed): it restores into a selector with ``gain=1.0`` only.
+
         Raises:
             TypeError: If the saved step or seed is not an int.
             ValueError: If ``state`` is malformed or its config differs from this selector's.
@@ -753,6 +774,8 @@ class JESTSelector:
         config = state["config"]
         if not isinstance(config, Mapping):
             raise ValueError(f"state['config'] must be a dict, got {type(config).__name__}")
+        # States saved before the gain existed selected at gain 1 (Algorithm 1 as printed).
+        config = {"gain": 1.0, **config}
         diff = {k: (config.get(k), v) for k, v in self.config.items() if config.get(k) != v}
         if diff:
             raise ValueError(

@@ -328,6 +328,7 @@ def train(
     reference: jestcore.PairEmbeddings | None = None,
     filter_ratio: float = 0.8,
     n_chunks: int = 16,
+    gain: float = 100.0,
     learning_rate: float = 1e-3,
     warmup_fraction: float = 0.05,
     seed: int = 0,
@@ -377,6 +378,8 @@ def train(
             ``example_ids``. Needed by methods that use the reference.
         filter_ratio: ``f``, the fraction of each super-batch that is filtered out.
         n_chunks: Chunks of joint selection.
+        gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
+            Algorithm 1 as printed); see :func:`jestcore.joint_select`.
         learning_rate: Peak learning rate.
         warmup_fraction: Fraction of ``steps`` of linear warm-up.
         seed: Seed of the super-batches (unless ``batches`` is given) and of the selection.
@@ -407,6 +410,7 @@ def train(
     if spec.selection == "joint_streaming" and n_chunks > batch_size:
         raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
     seed = v.check_int("seed", seed, low=0)
+    gain = v.check_gain(gain)
     recipe.check_real("learning_rate", learning_rate, low=0.0)
     if spec.factor > 1 and batch_size < 2:
         raise ValueError(f"method {method!r} co-trains two halves: batch_size must be >= 2")
@@ -484,6 +488,7 @@ def train(
                 batch_size=batch_size,
                 n_chunks=spec.n_chunks(n_chunks),
                 score=spec.score,
+                gain=gain,
                 seed=int(jestcore.fold_in(seed, step)),
             ).indices
             chosen = rows[sel.cpu()]

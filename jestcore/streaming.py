@@ -193,7 +193,16 @@ def joint_select_embeddings(
         (4,)
     """
     sizes, block_size, gain = check_select_embeddings(
-        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, gain,
+        learner,
+        reference,
+        n_select,
+        n_chunks,
+        score,
+        seed,
+        noise,
+        greedy,
+        block_size,
+        gain,
         loss=loss,
     )
     return select_embeddings(

@@ -18,15 +18,7 @@ from jax import lax
 from jestcore.backends import generic
 from jestcore.backends.generic import _block_step
 
-__all__ = [
-    "block_loop",
-    "chunk_loop",
-    "is_lazy",
-    "logsumexp_columns",
-    "softplus",
-    "sum_softplus",
-    "top_k",
-]
+__all__ = generic.__all__  # the same names as every backend module
 
 
 def top_k(x: Any, k: int, /) -> Any:

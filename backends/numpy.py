@@ -5,17 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from jestcore.backends.generic import block_loop, chunk_loop
+from jestcore.backends import generic
 
-__all__ = [
-    "block_loop",
-    "chunk_loop",
-    "is_lazy",
-    "logsumexp_columns",
-    "softplus",
-    "sum_softplus",
-    "top_k",
-]
+__all__ = generic.__all__  # the same names as every backend module
+
+#: The loops are the generic module's plain Python loops.
+block_loop, chunk_loop = generic.block_loop, generic.chunk_loop
 
 
 def top_k(x: Any, k: int, /) -> Any:

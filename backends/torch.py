@@ -10,17 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jestcore.backends.generic import block_loop, chunk_loop
+from jestcore.backends import generic
 
-__all__ = [
-    "block_loop",
-    "chunk_loop",
-    "is_lazy",
-    "logsumexp_columns",
-    "softplus",
-    "sum_softplus",
-    "top_k",
-]
+__all__ = generic.__all__  # the same names as every backend module
+
+#: The loops are the generic module's plain Python loops.
+block_loop, chunk_loop = generic.block_loop, generic.chunk_loop
 
 #: Below this ``k / N`` a ``torch.topk`` pass plus tie repair beats a stable sort of all N
 #: entries: a rule of thumb from a one-off CPU measurement whose script was not kept in bench/

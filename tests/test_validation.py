@@ -430,12 +430,18 @@ NAMESPACE_CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("entry", "call", "error", "match"), NAMESPACE_CASES, ids=[c[0] for c in NAMESPACE_CASES]
-)
-def test_mixed_namespaces_are_refused_naming_the_arguments(entry, call, error, match):
-    with pytest.raises(error, match=match):
-        call()
+def refusals(cases: list[Any]) -> Callable[..., None]:
+    """A test of ``(entry, call, error, match)`` cases: each call raises ``error`` matching."""
+
+    @pytest.mark.parametrize(("entry", "call", "error", "match"), cases, ids=[c[0] for c in cases])
+    def test(entry, call, error, match):
+        with pytest.raises(error, match=match):
+            call()
+
+    return test
+
+
+test_mixed_namespaces_are_refused_naming_the_arguments = refusals(NAMESPACE_CASES)
 
 
 def test_the_jax_adapter_converts_numpy_inputs_as_jax_does():
@@ -783,12 +789,7 @@ DTYPE_SHAPE_CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("entry", "call", "error", "match"), DTYPE_SHAPE_CASES, ids=[c[0] for c in DTYPE_SHAPE_CASES]
-)
-def test_wrong_dtypes_shapes_and_ranges_are_refused(entry, call, error, match):
-    with pytest.raises(error, match=match):
-        call()
+test_wrong_dtypes_shapes_and_ranges_are_refused = refusals(DTYPE_SHAPE_CASES)
 
 
 def test_static_checks_also_run_under_jit():

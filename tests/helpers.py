@@ -175,3 +175,36 @@ def float32_models(
 
     learner = model(10.0, -5.0)
     return learner, model(*(reference or (rng.uniform(1, 20), rng.uniform(-8, 0))))
+
+
+def assert_same_embeddings_selection(
+    got: Any,
+    expected: Any,
+    models: tuple[Any, Any],
+    score: str,
+    n_select: int,
+    n_chunks: int,
+    noise: Any,
+    *,
+    gain: float = 100.0,
+    rtol: float = RTOL["float32"],
+) -> None:
+    """:func:`assert_same_selection` for two selections from the embeddings ``models``.
+
+    ``noise`` and ``gain`` are the ones both selections used (``noise=None``: greedy; the gain
+    defaults to the library's).
+    """
+    learner, reference = models
+    assert_same_selection(
+        got,
+        expected,
+        sizes=oracle.split_chunks(n_select, n_chunks),
+        n=(learner if learner is not None else reference).image.shape[0],
+        perturbed=joint_perturbed(
+            oracle.dense_scores(learner, reference, score),
+            noise,
+            embedding_magnitude(learner, reference, score),
+            gain=gain,
+        ),
+        rtol=rtol,
+    )

@@ -17,8 +17,8 @@ import oracle
 import pytest
 from helpers import (
     RTOL,
+    assert_same_embeddings_selection,
     assert_same_selection,
-    embedding_magnitude,
     float32_models,
     joint_perturbed,
 )
@@ -44,26 +44,6 @@ def needed(learner, reference, score):
     return (
         learner if score != "easy_reference" else None,
         reference if score != "hard_learner" else None,
-    )
-
-
-def assert_same_embeddings_selection(
-    got, expected, models, score, n_select, n_chunks, noise, gain=100.0
-):
-    """Near-tie tolerant comparison; ``gain`` is the one both selections used (the default)."""
-    learner, reference = models
-    assert_same_selection(
-        got,
-        expected,
-        sizes=oracle.split_chunks(n_select, n_chunks),
-        n=learner.image.shape[0],
-        perturbed=joint_perturbed(
-            oracle.dense_scores(learner, reference, score),
-            noise,
-            embedding_magnitude(learner, reference, score),
-            gain=gain,
-        ),
-        rtol=RTOL["float32"],
     )
 
 
@@ -222,18 +202,9 @@ def test_x64_on_selects_in_float64_with_int64_indices():
         got = SELECT(*map(on_jax, models), 11, n_chunks=3, seed=jnp.uint32(8))
         assert got.dtype == jnp.int64
         expected = jestcore.joint_select_embeddings(*models, 11, n_chunks=3, seed=8)
-        assert_same_selection(
-            got,
-            expected,
-            sizes=oracle.split_chunks(11, 3),
-            n=30,
-            perturbed=joint_perturbed(
-                oracle.dense_scores(*models, "learnability"),
-                gumbel_noise(8, (3, 30), xp=np),
-                embedding_magnitude(*models, "learnability"),
-                gain=100.0,  # both selections use the default
-            ),
-            rtol=RTOL["float64"],
+        noise = gumbel_noise(8, (3, 30), xp=np)
+        assert_same_embeddings_selection(  # both selections use the default gain
+            got, expected, models, "learnability", 11, 3, noise, rtol=RTOL["float64"]
         )
         state = jj.init_state(5)
         assert (state.seed.dtype, state.step.dtype) == (jnp.uint32, jnp.int32)

@@ -14,8 +14,8 @@ import oracle
 import pytest
 from helpers import (
     RTOL,
+    assert_same_embeddings_selection,
     assert_same_selection,
-    embedding_magnitude,
     float32_models,
     joint_perturbed,
 )
@@ -140,20 +140,9 @@ def assert_same_as_numpy_embeddings(
 
     ``gain`` is the one both selections used (the default).
     """
-    n = learner.image.shape[0]
-    noise = None if seed is None else gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got,
-        expected,
-        sizes=oracle.split_chunks(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(
-            oracle.dense_scores(learner, reference, score),
-            noise,
-            embedding_magnitude(learner, reference, score),
-            gain=gain,
-        ),
-        rtol=RTOL["float32"],
+    noise = None if seed is None else gumbel_noise(seed, (n_chunks, learner.image.shape[0]), xp=np)
+    assert_same_embeddings_selection(
+        got, expected, (learner, reference), score, n_select, n_chunks, noise, gain=gain
     )
 
 
@@ -271,18 +260,9 @@ def test_spec_under_jit_with_x64_matches_numpy_float64():
         assert got.dtype == jnp.int64
         # a 0-d array seed uses its low 32 bits
         expected = jestcore.joint_select_embeddings(learner, reference, 11, n_chunks=3, seed=5)
-        assert_same_selection(
-            got,
-            expected,
-            sizes=oracle.split_chunks(11, 3),
-            n=30,
-            perturbed=joint_perturbed(
-                oracle.dense_scores(learner, reference, "learnability"),
-                gumbel_noise(5, (3, 30), xp=np),
-                embedding_magnitude(learner, reference, "learnability"),
-                gain=100.0,  # both selections use the default
-            ),
-            rtol=RTOL["float64"],
+        noise = gumbel_noise(5, (3, 30), xp=np)
+        assert_same_embeddings_selection(
+            got, expected, (learner, reference), "learnability", 11, 3, noise, rtol=RTOL["float64"]
         )
 
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import oracle
 import pytest
 import xla_devices
 from helpers import (
     RTOL,
-    assert_same_selection,
-    embedding_magnitude,
+    assert_same_embeddings_selection,
     float32_models,
-    joint_perturbed,
 )
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from jestcore.adapters import jax as jj
@@ -51,20 +48,9 @@ def sharded(model: PairEmbeddings | None, mesh):
 
 def assert_near(got, expected, learner, reference, score, n_select, n_chunks, seed, gain=100.0):
     """Near-tie tolerant comparison; ``gain`` is the one both selections used (the default)."""
-    n = learner.image.shape[0]
-    noise = None if seed is None else gumbel_noise(seed, (n_chunks, n), xp=np)
-    assert_same_selection(
-        got,
-        expected,
-        sizes=oracle.split_chunks(n_select, n_chunks),
-        n=n,
-        perturbed=joint_perturbed(
-            oracle.dense_scores(learner, reference, score),
-            noise,
-            embedding_magnitude(learner, reference, score),
-            gain=gain,
-        ),
-        rtol=RTOL["float32"],
+    noise = None if seed is None else gumbel_noise(seed, (n_chunks, learner.image.shape[0]), xp=np)
+    assert_same_embeddings_selection(
+        got, expected, (learner, reference), score, n_select, n_chunks, noise, gain=gain
     )
 
 
@@ -152,18 +138,9 @@ def check_global_with_x64_selects_in_float64():
         )
         assert got.dtype == jnp.int64
         expected = jestcore.joint_select_embeddings(learner, reference, 16, n_chunks=3, seed=21)
-        assert_same_selection(
-            got,
-            expected,
-            sizes=oracle.split_chunks(16, 3),
-            n=48,
-            perturbed=joint_perturbed(
-                oracle.dense_scores(learner, reference, "learnability"),
-                gumbel_noise(21, (3, 48), xp=np),
-                embedding_magnitude(learner, reference, "learnability"),
-                gain=100.0,  # both selections use the default
-            ),
-            rtol=RTOL["float64"],
+        noise = gumbel_noise(21, (3, 48), xp=np)
+        assert_same_embeddings_selection(
+            got, expected, (learner, reference), "learnability", 16, 3, noise, rtol=RTOL["float64"]
         )
 
 

@@ -147,26 +147,36 @@ def _materialise(xp: Any, m: dict[str, Any], scale: float, bias: float) -> Any:
     return jestcore.learnability(learner, reference)
 
 
-def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs one (framework, method, N) measurement; called in the child process."""
-    fw, method, n = spec["framework"], spec["method"], spec["N"]
+def child_inputs(spec: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """In a child: the framework set up (JAX on CPU, PyTorch's threads) and the embeddings.
+
+    Returns:
+        ``spec``'s synthetic embeddings on its framework, and their namespace.
+    """
+    fw = spec["framework"]
     if fw == "jax":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import array_api_compat
+
+    if fw == "torch" and spec.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(spec["torch_threads"])
+    arrays = _to_framework(_embeddings(spec["N"], spec["d"], spec["seed"]), fw)
+    return arrays, array_api_compat.array_namespace(arrays["learner.image"])
+
+
+def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs one (framework, method, N) measurement; called in the child process."""
+    fw, method = spec["framework"], spec["method"]
+    arrays, xp = child_inputs(spec)
     import numpy as np
     from jestcore.backends import get_backend
 
     import jestcore
 
-    if fw == "torch":
-        import torch
-
-        if spec.get("torch_threads"):
-            torch.set_num_threads(spec["torch_threads"])
     scale, bias = spec["scale"], spec["bias"]
     n_select, n_chunks, seed = spec["n_select"], spec["n_chunks"], spec["seed"]
-    arrays = _to_framework(_embeddings(n, spec["d"], seed), fw)
-    xp = array_api_compat.array_namespace(arrays["learner.image"])
     backend = get_backend(xp)
     learner = jestcore.PairEmbeddings(arrays["learner.image"], arrays["learner.text"], scale, bias)
     reference = jestcore.PairEmbeddings(
@@ -203,6 +213,8 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
     }[method]
     result: dict[str, Any] = {"rss_after_setup_mib": round(c.current_rss_mib(), 1)}
     if fw == "torch":
+        import torch
+
         result["threads"] = torch.get_num_threads()
     sync: Any = lambda r: r  # noqa: E731
     if fw == "jax":

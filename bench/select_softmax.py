@@ -28,7 +28,6 @@ Prints a table and writes ``bench/results/select_softmax.json``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -111,23 +110,14 @@ def _recompute(xp: Any, m: dict[str, Any], scale: float, n_select: int, n_chunks
 
 def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs one (framework, method, N) measurement; called in the child process."""
-    fw, method, n = spec["framework"], spec["method"], spec["N"]
-    if fw == "jax":
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import array_api_compat
+    fw, method = spec["framework"], spec["method"]
+    arrays, xp = se.child_inputs(spec)
     import numpy as np
 
     import jestcore
 
-    if fw == "torch":
-        import torch
-
-        if spec.get("torch_threads"):
-            torch.set_num_threads(spec["torch_threads"])
     scale, bias = spec["scale"], spec["bias"]
     n_select, n_chunks, seed = spec["n_select"], spec["n_chunks"], spec["seed"]
-    arrays = se._to_framework(se._embeddings(n, spec["d"], seed), fw)
-    xp = array_api_compat.array_namespace(arrays["learner.image"])
     learner = jestcore.PairEmbeddings(arrays["learner.image"], arrays["learner.text"], scale, bias)
     reference = jestcore.PairEmbeddings(
         arrays["reference.image"], arrays["reference.text"], scale, bias
@@ -148,6 +138,8 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
     )
     result: dict[str, Any] = {"rss_after_setup_mib": round(c.current_rss_mib(), 1)}
     if fw == "torch":
+        import torch
+
         result["threads"] = torch.get_num_threads()
     sync: Any = lambda r: r  # noqa: E731
     if fw == "jax":

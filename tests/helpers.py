@@ -208,3 +208,43 @@ def assert_same_embeddings_selection(
         ),
         rtol=rtol,
     )
+
+
+def make_models(
+    seed: int, n: int, d_learner: int, d_reference: int, params: tuple, normalise: bool = True
+) -> tuple[Any, Any]:
+    """Two float64 models of different widths; ``params`` = (learner scale, bias, ref ...)."""
+    from jestcore import PairEmbeddings
+
+    rng = np.random.default_rng(seed)
+    ls, lb, rs, rb = params
+    learner = PairEmbeddings(*random_embeddings(rng, n, d_learner, normalise=normalise), ls, lb)
+    reference = PairEmbeddings(*random_embeddings(rng, n, d_reference, normalise=normalise), rs, rb)
+    return learner, reference
+
+
+def needed(learner: Any, reference: Any, score: str, keep_unused: bool = False) -> tuple[Any, Any]:
+    """The (learner, reference) arguments for ``score``, the unused model ``None``."""
+    if keep_unused:
+        return learner, reference
+    return (
+        learner if score != "easy_reference" else None,
+        reference if score != "hard_learner" else None,
+    )
+
+
+def to_namespace(name: str, x: np.ndarray) -> Any:
+    """``x`` as an array of the backend called ``name`` ("generic": array-api-strict)."""
+    if name == "torch":
+        import torch
+
+        return torch.from_numpy(x.copy())
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(x)
+    if name == "generic":
+        import array_api_strict
+
+        return array_api_strict.asarray(x)
+    return x

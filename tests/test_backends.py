@@ -10,6 +10,7 @@ import array_api_compat
 import numpy as np
 import pytest
 from children import run_python
+from helpers import to_namespace
 from hypothesis import given
 from hypothesis import strategies as st
 from jestcore.backends import BACKEND_NAMES, get_backend, get_backend_module
@@ -134,22 +135,6 @@ def test_softplus_and_sum_softplus_are_stable(name):
         got = as_numpy(module.sum_softplus(to_namespace(name, m), 100.0, -10.0))
         expected = np.logaddexp(0.0, 100.0 * m.astype(np.float64) - 10.0).sum(axis=0)
         np.testing.assert_allclose(got, expected, rtol=16 * np.finfo(dtype).eps)
-
-
-def to_namespace(name: str, x: np.ndarray):
-    if name == "torch":
-        import torch
-
-        return torch.from_numpy(x.copy())
-    if name == "jax":
-        import jax.numpy as jnp
-
-        return jnp.asarray(x)
-    if name == "generic":
-        import array_api_strict
-
-        return array_api_strict.asarray(x)
-    return x
 
 
 def as_numpy(x) -> np.ndarray:

@@ -21,6 +21,7 @@ from helpers import (
     assert_same_selection,
     float32_models,
     joint_perturbed,
+    needed,
 )
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -38,13 +39,6 @@ GAINS = (1.0, 3.5, 100.0)
 
 def on_jax(model):
     return None if model is None else PairEmbeddings(*(jnp.asarray(x) for x in model))
-
-
-def needed(learner, reference, score):
-    return (
-        learner if score != "easy_reference" else None,
-        reference if score != "hard_learner" else None,
-    )
 
 
 # ----------------------------------------------------------------------------- noise

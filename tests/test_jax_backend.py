@@ -18,6 +18,7 @@ from helpers import (
     assert_same_selection,
     float32_models,
     joint_perturbed,
+    needed,
 )
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -124,13 +125,6 @@ def test_is_lazy_only_for_tracers():
 
 def on_jax(model: PairEmbeddings | None) -> PairEmbeddings | None:
     return None if model is None else PairEmbeddings(*(jnp.asarray(x) for x in model))
-
-
-def needed(learner, reference, score):
-    return (
-        learner if score != "easy_reference" else None,
-        reference if score != "hard_learner" else None,
-    )
 
 
 def assert_same_as_numpy_embeddings(

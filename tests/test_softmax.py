@@ -14,7 +14,13 @@ import tracemalloc
 import numpy as np
 import oracle_softmax as oracle
 import pytest
-from helpers import RTOL, assert_same_selection, random_embeddings
+from helpers import (
+    RTOL,
+    assert_same_selection,
+    make_models,
+    needed,
+    to_namespace,
+)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jestcore.backends import get_backend_module
@@ -28,25 +34,6 @@ SCORES = ["learnability", "hard_learner", "easy_reference"]
 #: The oracle applies the same; greedy selections do not depend on it.
 _GAIN = inspect.signature(joint_select_embeddings).parameters.get("gain")
 GAIN = 1.0 if _GAIN is None else float(_GAIN.default)
-
-
-def make_models(
-    seed: int, n: int, d_learner: int, d_reference: int, params: tuple, normalise: bool = True
-) -> tuple[PairEmbeddings, PairEmbeddings]:
-    """Two float64 models of different widths; ``params`` = (learner scale, bias, ref ...)."""
-    rng = np.random.default_rng(seed)
-    ls, lb, rs, rb = params
-    learner = PairEmbeddings(*random_embeddings(rng, n, d_learner, normalise=normalise), ls, lb)
-    reference = PairEmbeddings(*random_embeddings(rng, n, d_reference, normalise=normalise), rs, rb)
-    return learner, reference
-
-
-def needed(learner, reference, score):
-    """The (learner, reference) arguments for ``score``, the unused model ``None``."""
-    return (
-        learner if score != "easy_reference" else None,
-        reference if score != "hard_learner" else None,
-    )
 
 
 def as_float(model: PairEmbeddings | None, dtype) -> PairEmbeddings | None:
@@ -395,7 +382,7 @@ def test_logsumexp_columns_is_max_shifted(name):
     x = np.linspace(-1.0, 1.0, 60).reshape(6, 10).astype(np.float32)
     x.flags.writeable = False  # inputs are never written to
     for scale in (1.0, 100.0, 1e4):
-        got = np.asarray(module.logsumexp_columns(_on(name, x), scale))
+        got = np.asarray(module.logsumexp_columns(to_namespace(name, x), scale))
         z = scale * x.astype(np.float64)
         top = z.max(axis=0)
         expected = top + np.log(np.exp(z - top).sum(axis=0))
@@ -403,24 +390,8 @@ def test_logsumexp_columns_is_max_shifted(name):
         np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(np.float32).eps)
     # an infinite entry gives an infinite result, never NaN
     y = np.array([[np.inf, 0.0], [1.0, 0.0]], dtype=np.float32)
-    got = np.asarray(module.logsumexp_columns(_on(name, y), 1.0))
+    got = np.asarray(module.logsumexp_columns(to_namespace(name, y), 1.0))
     assert got[0] == np.inf and np.isclose(got[1], np.log(2.0))
-
-
-def _on(name: str, x: np.ndarray):
-    if name == "torch":
-        import torch
-
-        return torch.from_numpy(x.copy())
-    if name == "jax":
-        import jax.numpy as jnp
-
-        return jnp.asarray(x)
-    if name == "generic":
-        import array_api_strict
-
-        return array_api_strict.asarray(x)
-    return x
 
 
 # ----------------------------------------------------------------------------- batch score

@@ -13,7 +13,8 @@ from helpers import (
     assert_same_selection,
     embedding_magnitude,
     joint_perturbed,
-    random_embeddings,
+    make_models,
+    needed,
 )
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -31,27 +32,6 @@ SCORES = ["learnability", "hard_learner", "easy_reference"]
 
 #: Score gains the exact tests run at: Algorithm 1 as printed, one in between, the default.
 GAINS = (1.0, 3.5, 100.0)
-
-
-def make_models(
-    seed: int, n: int, d_learner: int, d_reference: int, params: tuple, normalise: bool = True
-) -> tuple[PairEmbeddings, PairEmbeddings]:
-    """Two models with different widths; ``params`` = (learner scale, bias, ref scale, bias)."""
-    rng = np.random.default_rng(seed)
-    ls, lb, rs, rb = params
-    learner = PairEmbeddings(*random_embeddings(rng, n, d_learner, normalise=normalise), ls, lb)
-    reference = PairEmbeddings(*random_embeddings(rng, n, d_reference, normalise=normalise), rs, rb)
-    return learner, reference
-
-
-def needed(learner, reference, score, keep_unused: bool = False):
-    """The (learner, reference) arguments for ``score``, the unused model ``None``."""
-    if keep_unused:
-        return learner, reference
-    return (
-        learner if score != "easy_reference" else None,
-        reference if score != "hard_learner" else None,
-    )
 
 
 def materialised_scores(learner, reference, score):

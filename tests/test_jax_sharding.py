@@ -54,7 +54,7 @@ def assert_near(got, expected, learner, reference, score, n_select, n_chunks, se
     )
 
 
-STATIC = ("n_select", "mesh", "axis", "scope", "n_chunks", "score", "gain", "greedy")
+STATIC = ("n_select", "mesh", "axis", "scope", "n_chunks", "score", "gain", "greedy", "loss")
 SELECT = jax.jit(jj.select_sharded, static_argnames=STATIC)
 
 
@@ -232,6 +232,49 @@ def check_gain_reaches_both_scopes_and_the_selector():
             assert "gain" in str(e)
         else:
             raise AssertionError(f"gain={bad!r} was accepted")
+
+
+def check_softmax_reaches_both_scopes_and_the_selector():
+    from test_softmax import assert_matches_algorithm_3
+
+    mesh = mesh_1d()
+    learner, reference = models(13, 64)  # 8 per device
+    args = [sharded(m, mesh) for m in (learner, reference)]
+    rtol = RTOL["float32"]
+    for score in ("learnability", "hard_learner"):
+        needed = (learner, reference if score == "learnability" else None)
+        on_mesh = (args[0], args[1] if score == "learnability" else None)
+        got = SELECT(
+            *on_mesh, 16, mesh=mesh, scope="global", n_chunks=4, score=score, seed=3,
+            loss="softmax",
+        )  # fmt: skip
+        noise = gumbel_noise(3, (4, 64), xp=np)
+        assert_matches_algorithm_3(np.asarray(got), *needed, score, 16, 4, noise, rtol)
+        assert len({d.id for d in got.sharding.device_set}) == DEVICES  # replicated
+    got = SELECT(*args, 16, mesh=mesh, scope="local", n_chunks=2, seed=3, loss="softmax")
+    for i in range(DEVICES):
+        rows = slice(8 * i, 8 * (i + 1))
+        shard = [
+            PairEmbeddings(m.image[rows], m.text[rows], m.scale, m.bias) for m in models(13, 64)
+        ]
+        noise = gumbel_noise(fold_in(3, i), (2, 8), xp=np)
+        local = np.asarray(got)[2 * i : 2 * (i + 1)] - 8 * i
+        assert_matches_algorithm_3(local, *shard, "learnability", 2, 2, noise, rtol)
+    selector = jj.JESTSelector(batch_size=16, n_chunks=4, mesh=mesh, loss="softmax")
+    idx, _ = jax.jit(selector.select)(selector.init(3), *args)
+    noise = gumbel_noise(fold_in(3, 0), (4, 64), xp=np)
+    assert_matches_algorithm_3(
+        np.asarray(idx), learner, reference, "learnability", 16, 4, noise, rtol
+    )
+    sigmoid = SELECT(*args, 16, mesh=mesh, scope="global", n_chunks=4, seed=3)
+    softmax = SELECT(*args, 16, mesh=mesh, scope="global", n_chunks=4, seed=3, loss="softmax")
+    assert not np.array_equal(np.asarray(sigmoid), np.asarray(softmax))
+    try:
+        jj.select_sharded(*args, 16, mesh=mesh, n_chunks=4, seed=3, loss="clip")
+    except ValueError as e:
+        assert "loss must be one of" in str(e)
+    else:
+        raise AssertionError("loss='clip' was accepted")
 
 
 def check_gather_is_bit_exact_and_sharded():

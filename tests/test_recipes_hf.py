@@ -120,3 +120,22 @@ def test_hf_trainer_resumes_selecting_exactly(page, interrupted, monkeypatch, lo
     trainer.train(resume_from_checkpoint=str(checkpoint))
     assert len(resumed.picks) == 2
     assert (resumed.picks == full_picks[2:]) is load_state
+
+
+def test_clip_section_selects_under_the_softmax_loss(page):
+    clip_sub, n = page["clip_sub"], page["N"]
+    selector = page["clip_selector"]
+    assert selector.step == 3 and selector.config["loss"] == "softmax"
+    assert clip_sub.indices.numel() == 8 and len(set(clip_sub.indices.tolist())) == 8
+    assert all(math.isfinite(x) for x in page["clip_losses"])
+    assert trained(page["clip_learner"], page["tiny_clip"](0))
+    # the page's selection is the spec's softmax selection of the CLIP embeddings (bias 0)
+    learner, reference = page["clip_learner"].eval(), page["clip_reference"]
+    batch = page["random_pairs"](n, 7)
+    pairs = [page["score_forward"](m, batch) for m in (learner, reference)]
+    assert all(float(p.bias) == 0.0 for p in pairs)
+    got = select_batch(batch, *pairs, filter_ratio=0.75, n_chunks=4, seed=3, loss="softmax")
+    expected = jestcore.joint_select_embeddings(*pairs, 8, n_chunks=4, seed=3, loss="softmax")
+    assert got.indices.tolist() == expected.tolist()
+    sigmoid = select_batch(batch, *pairs, filter_ratio=0.75, n_chunks=4, seed=3)
+    assert sigmoid.indices.tolist() != got.indices.tolist()

@@ -13,6 +13,8 @@ import torch
 from jestcore.adapters.torch import pair_embeddings, select_batch
 from recipe_pages import run_page
 
+import jestcore
+
 
 @pytest.fixture(scope="module")
 def page():
@@ -77,3 +79,9 @@ def test_unnormalised_encode_image_output_warns(page):
         text = model.encode_text(page["captions"], normalize=True)
     with pytest.warns(UserWarning, match=r"output\[0\] is not L2-normalised"):
         pair_embeddings((image, text, model.logit_scale.exp()))
+
+
+def test_a_clip_model_selects_under_the_softmax_loss(page):
+    pairs = [page["clip_pairs"], page["pair_embeddings"](page["clip_reference"])]
+    expected = jestcore.joint_select_embeddings(*pairs, 8, n_chunks=4, seed=0, loss="softmax")
+    assert page["clip_sub"].indices.tolist() == expected.tolist()

@@ -443,6 +443,9 @@ def _scenarios(rank: int):
         "scales differ": lambda: select_batch(
             batch, learner._replace(scale=8.0 + rank), reference, **kw
         ),
+        "losses differ": lambda: select_batch(
+            batch, learner, reference, **kw | {"loss": ("sigmoid", "softmax")[rank]}
+        ),
         "batch layouts differ": lambda: select_batch(
             batch | ({"extra": torch.zeros(N_LOCAL, 2)} if rank else {}), learner, reference, **kw
         ),
@@ -527,6 +530,10 @@ def test_a_failing_or_disagreeing_rank_fails_every_rank(tmp_path):
         "scales differ": (
             'ValueError: scope="global" needs the same learner.scale on every rank, got '
             "rank 0: 8.0, rank 1: 9.0"
+        ),
+        "losses differ": (
+            'ValueError: scope="global" needs the same loss on every rank, got '
+            "rank 0: 'sigmoid', rank 1: 'softmax'"
         ),
     }
     for name, message in expected.items():

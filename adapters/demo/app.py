@@ -1,6 +1,7 @@
 """The JEST demo, framework-neutral: methods, configuration, trainer protocol, runner and report.
 
-``jestcore demo`` trains small SigLIP dual encoders on the embedded digits data
+``jestcore demo`` trains small SigLIP (or, with ``--loss softmax``, CLIP) dual encoders on the
+embedded digits data
 (:mod:`jestcore.adapters.demo.digits`): a *reference* on the clean curated split, then a
 *learner* on the noisy web pool under each selection method, with the same learner steps,
 sub-batch size ``b``, optimizer, learning-rate schedule and tuning for every method. It
@@ -57,11 +58,11 @@ A backend is a module with these functions (all arrays crossing the boundary are
        select_sub_batch(method, learner_emb, reference[idx], config, selection_seed(seed, t))``
        (or any selection that returns the same indices, e.g. a jitted one); train on
        ``idx[sel]``.
-    3. One Adam step on the SigLIP loss of those ``b`` pairs at learning rate
+    3. One Adam step on the training loss (``config.loss``) of those ``b`` pairs at learning rate
        ``learning_rate(t, config.steps, config)``. Flexi-JEST (``factor > 1``) co-trains the
        low resolution: positions ``[::2]`` of ``sel`` train at full resolution and ``[1::2]``
        on the pooled images (:func:`jestcore.adapters.recipe.flexi_split`), the loss being the
-       mean of the two halves' SigLIP losses (Algorithm 2 of the paper).
+       mean of the two halves' losses (Algorithm 2 of the paper).
 
     After every step count ``s`` in :func:`eval_steps` (``0`` means before training), embed
     ``data.test`` and ``data.prompts`` and compute ``metrics = evaluate(test_emb,
@@ -83,7 +84,11 @@ The architecture and loss (both backends)
   tokens`` (token id 0 is padding), then L2 normalization.
 * Loss: SigLIP, ``-(1/b) * sum_ij log sigmoid(z_ij * (exp(t) * <image_i, text_j> + bias))``
   with ``z_ij = +1`` on the diagonal and ``-1`` elsewhere; learnable ``t`` (init
-  ``config.init_log_scale``) and ``bias`` (init ``config.init_bias``).
+  ``config.init_log_scale``) and ``bias`` (init ``config.init_bias``). With
+  ``config.loss = "softmax"``: CLIP's symmetric cross-entropy (InfoNCE in both directions) of
+  the logits ``exp(t) * <image_i, text_j>``, learnable ``t``, no bias (0); every selection
+  (learner and reference, which trains with the same loss) then scores under the softmax loss,
+  the paper's Algorithm 3.
 * Optimizer: Adam (``config.learning_rate``, betas 0.9 / ``beta2``, eps 1e-8, no weight decay)
   with linear warm-up and cosine decay to zero (:func:`learning_rate`). ``beta2`` is
   :func:`jestcore.adapters.recipe.adam_beta2`: 0.95 for the methods that filter (the paper's
@@ -129,6 +134,7 @@ from jestcore.adapters.recipe import METHOD_SPECS, METHODS, MethodSpec, check_re
 
 import jestcore
 from jestcore import _validation as v
+from jestcore.streaming import check_loss
 
 __all__ = [
     "BACKENDS",
@@ -179,12 +185,15 @@ class DemoConfig:
         n_chunks: Chunks of joint selection.
         gain: The score gain of every selection (default 100.0, the paper's recipe; 1.0 is
             Algorithm 1 as printed); see :func:`jestcore.joint_select`.
+        loss: ``"sigmoid"`` (SigLIP, the default) or ``"softmax"`` (CLIP: symmetric
+            cross-entropy, learnable temperature, no bias): the loss that the reference and
+            the learners train on and that every selection scores under.
         learning_rate: Peak Adam learning rate (learner and reference).
         warmup_fraction: Fraction of the steps of linear warm-up (at least one step).
         image_hidden: Hidden width of the image MLP.
         embed_dim: Embedding width of both encoders.
-        init_log_scale: Initial log of the SigLIP temperature.
-        init_bias: Initial SigLIP bias.
+        init_log_scale: Initial log of the temperature (either loss).
+        init_bias: Initial SigLIP bias (unused with ``loss="softmax"``).
         reference_steps: Steps of reference training on the curated split (batch ``b``).
         eval_every: Evaluate every this many learner steps (and at step 0 and the last step).
         smoothing_window: Window of :func:`jestcore.adapters.demo.costs.smooth` for final values
@@ -203,6 +212,7 @@ class DemoConfig:
     filter_ratio: float = 0.8
     n_chunks: int = 16
     gain: float = 100.0
+    loss: str = "sigmoid"
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     image_hidden: int = 512
@@ -234,6 +244,7 @@ class DemoConfig:
                 f"n_chunks must be at most batch_size = {self.batch_size}, got {self.n_chunks}"
             )
         v.check_gain(self.gain)
+        check_loss(self.loss)
         check_real("learning_rate", self.learning_rate, low=0.0)
         check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
         v.check_int("image_hidden", self.image_hidden, low=1)
@@ -493,7 +504,7 @@ def select_sub_batch(
         learner: The learner's embeddings of the super-batch, or ``None`` if the method does
             not use it.
         reference: The reference's embeddings of the super-batch, or ``None``.
-        config: The demo config (``b``, ``n_chunks``, ``gain``).
+        config: The demo config (``b``, ``n_chunks``, ``gain``, ``loss``).
         seed: The selection seed (:func:`selection_seed`).
 
     Returns:
@@ -524,6 +535,7 @@ def select_sub_batch(
         b,
         n_chunks=spec.n_chunks(config.n_chunks),
         score=spec.score,
+        loss=config.loss,
         gain=config.gain,
         seed=seed,
     )
@@ -616,6 +628,15 @@ def method_step_flops(method: str, config: DemoConfig) -> costs.StepFlops:
     )
 
 
+#: How ``results.json`` describes each loss (``config.recipe.loss``).
+_LOSS_RECORD = {
+    "sigmoid": "sigmoid (SigLIP): learnable temperature and bias; selection under the "
+    "pairwise sigmoid loss (Algorithm 1)",
+    "softmax": "softmax (CLIP): symmetric cross-entropy, learnable temperature, no bias; "
+    "selection under the softmax loss (Algorithm 3) for learner and reference",
+}
+
+
 def recipe_record(config: DemoConfig) -> dict[str, Any]:
     """What ``results.json`` records of the recipe (under ``config["recipe"]``).
 
@@ -623,18 +644,19 @@ def recipe_record(config: DemoConfig) -> dict[str, Any]:
         config: The demo config.
 
     Returns:
-        ``{"costs": the FLOP convention, "adam_beta2": {method: beta2}, "flexi_split": ...,
-        "reweighting": False}``.
+        ``{"loss": the training and selection loss, "costs": the FLOP convention,
+        "adam_beta2": {method: beta2}, "flexi_split": ..., "reweighting": False}``.
 
     Example:
         >>> recipe_record(DemoConfig.quick())["adam_beta2"]
         {'uniform': 0.999, 'jest': 0.95}
     """
     return {
+        "loss": _LOSS_RECORD[config.loss],
         "costs": costs.CONVENTION,
         "adam_beta2": {m: recipe.adam_beta2(m, config.filter_ratio) for m in config.methods},
         "flexi_split": "selected[::2] at full resolution, selected[1::2] at the scoring "
-        "resolution; loss = mean of the two halves' SigLIP losses",
+        "resolution; loss = mean of the two halves' losses",
         "reweighting": False,
     }
 
@@ -1068,7 +1090,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"JEST demo ({results.get('backend', '?')}): {cfg['steps']} learner steps, "
         f"b = {cfg['batch_size']}, f = {cfg['filter_ratio']}, {cfg['n_chunks']} chunks, "
-        f"gain {cfg.get('gain', 1.0):g}, "
+        f"gain {cfg.get('gain', 1.0):g}, {cfg.get('loss', 'sigmoid')} loss, "
         f"pool corruption {cfg['data']['corruption_rate']:.0%}, {cfg['seeds']} seeds",
         f"target = uniform's final zero-shot accuracy = {results['target_accuracy']:.3f}",
         "",

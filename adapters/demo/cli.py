@@ -28,6 +28,7 @@ def _demo(args: argparse.Namespace) -> int:
             ("filter_ratio", args.filter_ratio),
             ("batch_size", args.batch_size),
             ("gain", args.gain),
+            ("loss", args.loss),
             ("eval_every", args.eval_every),
             ("methods", tuple(args.methods) if args.methods else None),
         )
@@ -141,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     from jestcore.adapters.demo.app import BACKENDS, METHODS, DemoConfig
 
     import jestcore
+    from jestcore.streaming import LOSSES
 
     formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
@@ -151,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         formatter_class=formatter,
-        help="train SigLIP dual encoders on noisy digits with uniform sampling, hard-learner, "
+        help="train SigLIP (or CLIP) dual encoders on noisy digits with uniform sampling, "
+        "hard-learner, "
         "easy-reference, independent learnability, JEST and Flexi-JEST; report steps and FLOPs "
         "to uniform's final accuracy",
         description="Train a reference on the curated split and a learner per selection method "
@@ -180,6 +183,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="score gain of the sampling: top-k of gain * logit + Gumbel noise per chunk; "
         f"1 is Algorithm 1 as printed ({_defaults('gain')}, the paper's recipe)",
+    )
+    demo.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=None,
+        help="contrastive loss of the reference, the learners and every selection: sigmoid "
+        "(SigLIP, Algorithm 1) or softmax (CLIP: symmetric cross-entropy, learnable "
+        f"temperature, no bias; Algorithm 3) ({_defaults('loss')})",
     )
     demo.add_argument(
         "--eval-every",

@@ -60,6 +60,7 @@ def train_config(config: DemoConfig, method: str, *, steps: int | None = None) -
         filter_ratio=config.filter_ratio,
         n_chunks=config.n_chunks,
         gain=config.gain,
+        loss=config.loss,
         learning_rate=config.learning_rate,
         warmup_fraction=config.warmup_fraction,
         init_log_scale=config.init_log_scale,

@@ -43,7 +43,7 @@ def demo_model(config: DemoConfig, seed: int) -> DualEncoder:
     """The demo's dual encoder (see :mod:`jestcore.adapters.demo`), initialized from ``seed``.
 
     Args:
-        config: Widths and SigLIP initialization.
+        config: Widths, loss and initialization.
         seed: Initialization seed.
 
     Returns:
@@ -54,6 +54,7 @@ def demo_model(config: DemoConfig, seed: int) -> DualEncoder:
         BagOfWords(len(VOCAB), config.embed_dim),
         init_log_scale=config.init_log_scale,
         init_bias=config.init_bias,
+        loss=config.loss,
         generator=seed,
     )
 
@@ -122,6 +123,7 @@ def train_reference(
             steps=config.reference_steps,
             batch_size=min(config.batch_size, len(curated)),
             method="uniform",
+            loss=config.loss,
             learning_rate=config.learning_rate,
             warmup_fraction=config.warmup_fraction,
             seed=seed,
@@ -202,6 +204,7 @@ def train_learner(
             filter_ratio=config.filter_ratio,
             n_chunks=config.n_chunks,
             gain=config.gain,
+            loss=config.loss,
             learning_rate=config.learning_rate,
             warmup_fraction=config.warmup_fraction,
             seed=seed,

@@ -145,7 +145,8 @@ def as_seed(seed: Any) -> Any:
 
 _select_from_scores = jax.jit(selection.select_from_scores, static_argnames=("sizes", "greedy"))
 _select_embeddings = jax.jit(
-    streaming.select_embeddings, static_argnames=("score", "sizes", "greedy", "block_size")
+    streaming.select_embeddings,
+    static_argnames=("score", "sizes", "greedy", "block_size", "loss"),
 )
 
 
@@ -228,6 +229,7 @@ def joint_select_embeddings(
     *,
     n_chunks: int = 16,
     score: str = "learnability",
+    loss: str = "sigmoid",
     gain: float = 100.0,
     seed: Any = None,
     noise: Any = None,
@@ -238,8 +240,8 @@ def joint_select_embeddings(
     """:func:`jestcore.joint_select_embeddings` for JAX arrays, compiled once per shape.
 
     Same arguments, checks and result. Under ``jax.jit`` mark ``n_select``, ``n_chunks``,
-    ``score``, ``gain``, ``greedy`` and ``block_size`` static (``gain`` is traced inside, so
-    other gains reuse the compilation); the embeddings, ``scale``, ``bias``,
+    ``score``, ``loss``, ``gain``, ``greedy`` and ``block_size`` static (``gain`` is traced
+    inside, so other gains reuse the compilation); the embeddings, ``scale``, ``bias``,
     ``seed`` and ``noise`` may be traced, so one compilation serves every step of a training
     run. Values (NaN, inf) are checked only outside ``jax.jit``; under it, non-finite
     candidates rank after every finite one.
@@ -252,6 +254,8 @@ def joint_select_embeddings(
         n_select: How many examples to select, between 1 and N.
         n_chunks: How many chunks to draw them in, between 1 and ``n_select``.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: ``"sigmoid"`` (SigLIP) or ``"softmax"`` (CLIP / InfoNCE, the paper's
+            Algorithm 3); see :func:`jestcore.joint_select_embeddings`.
         gain: The score gain (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
             printed): each chunk takes the top-k of ``gain * logit + noise``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
@@ -291,8 +295,9 @@ def joint_select_embeddings(
         if isinstance(model, tuple) and len(model) == 4:
             check_jax(**{f"{name}.image": model[0], f"{name}.text": model[1]})
     sizes, block_size, gain = streaming.check_select_embeddings(
-        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, gain
-    )
+        learner, reference, n_select, n_chunks, score, seed, noise, greedy, block_size, gain,
+        loss=loss,
+    )  # fmt: skip
     return _select_embeddings(
         learner,
         reference,
@@ -303,4 +308,5 @@ def joint_select_embeddings(
         greedy=greedy,
         block_size=block_size,
         gain=gain,
+        loss=loss,
     )

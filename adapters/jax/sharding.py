@@ -55,9 +55,13 @@ from jestcore.streaming import (
     SELECT_BLOCK_ELEMENTS,
     PairEmbeddings,
     check_gain_fits_embeddings,
+    check_loss,
     diagonal,
     embeddings_update,
     make_terms,
+    softmax_logits,
+    softmax_state,
+    softmax_update,
 )
 
 __all__ = ["SCOPES", "gather_sharded", "select_sharded"]
@@ -106,10 +110,19 @@ class _ShardTerms:
 
     def __init__(self, terms: Any, axis: str, offset: Any, n_local: int):
         self.t, self.axis, self.offset, self.n_local = terms, axis, offset, n_local
+        self.xp, self.sign = terms.xp, terms.sign
 
     def diagonal(self) -> Any:
         """Signed losses of this shard's matching pairs."""
         return self.t.diagonal()
+
+    def rows(self, idx: Any, side: int) -> Any:
+        """Rows ``idx`` (global) of the image (side 0) or text (side 1), on every device."""
+        return self._rows(self.t.image if side == 0 else self.t.text, idx)
+
+    def products(self, rows: Any, side: int) -> Any:
+        """As ``_Terms.products`` (or the softmax's), against this shard's candidates."""
+        return self.t.products(rows, side)
 
     def _rows(self, x: Any, idx: Any) -> Any:
         """Rows ``idx`` (global) of the sharded ``x``, on every device (exact: one owner each)."""
@@ -120,8 +133,7 @@ class _ShardTerms:
 
     def half_sums(self, idx: Any, side: int) -> Any:
         """As ``_Terms.half_sums``, for this shard's candidates m (the rows gathered first)."""
-        t = self.t
-        return t.sign * t.products(self._rows(t.image if side == 0 else t.text, idx), side)
+        return self.sign * self.products(self.rows(idx, side), side)
 
 
 def select_sharded(
@@ -135,6 +147,7 @@ def select_sharded(
     scope: str = "global",
     n_chunks: int = 16,
     score: str = "learnability",
+    loss: str = "sigmoid",
     gain: float = 100.0,
     seed: Any = None,
     greedy: bool = False,
@@ -144,7 +157,7 @@ def select_sharded(
     """Joint selection from embeddings sharded along mesh axis ``axis``.
 
     Works eagerly and inside ``jax.jit`` (mark ``n_select``, ``n_chunks``, ``score``,
-    ``gain``, ``greedy``, ``block_size``, ``mesh``, ``axis`` and ``scope`` static).
+    ``loss``, ``gain``, ``greedy``, ``block_size``, ``mesh``, ``axis`` and ``scope`` static).
 
     Args:
         learner: The learner's :class:`~jestcore.PairEmbeddings`, rows sharded along ``axis``
@@ -159,6 +172,9 @@ def select_sharded(
             (each device selects from its own shard).
         n_chunks: Chunks per selection (per device for ``"local"``).
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: ``"sigmoid"`` (SigLIP) or ``"softmax"`` (CLIP / InfoNCE); with ``"global"`` the
+            softmax's running log-sum-exps are kept per device for its own candidates, updated
+            from the same all-reduced rows as the sigmoid's sums.
         gain: The score gain (default 100.0, the paper's recipe; 1.0 is Algorithm 1 as
             printed): each chunk takes the top-k of ``gain * logit + noise``.
         seed: Seed of the portable generator (an int in ``[0, 2**32)`` or a 0-d integer array).
@@ -179,6 +195,7 @@ def select_sharded(
             devices, or there is not exactly one source of randomness.
     """
     warn_unroll(unroll)
+    check_loss(loss)
     devices = _check_mesh(mesh, axis, scope)
     _, arrays, n = check_embeddings(learner, reference, score)
     _divisible("N (the super-batch size)", n, devices, axis)
@@ -213,13 +230,16 @@ def select_sharded(
         greedy=greedy,
         block_size=block_size,
         gain=gain,
+        loss=loss,
     )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("mesh", "axis", "scope", "score", "sizes", "greedy", "block_size", "gain"),
-)
+    static_argnames=(
+        "mesh", "axis", "scope", "score", "sizes", "greedy", "block_size", "gain", "loss",
+    ),
+)  # fmt: skip
 def _select_sharded(
     learner: Any,
     reference: Any,
@@ -233,6 +253,7 @@ def _select_sharded(
     greedy: bool,
     block_size: int,
     gain: float,
+    loss: str = "sigmoid",
 ) -> Any:
     """The compiled part of :func:`select_sharded` (inlined when called under an outer jit)."""
     n_local = check_embeddings(learner, reference, score)[2] // mesh.shape[axis]
@@ -246,6 +267,7 @@ def _select_sharded(
             sum(sizes),
             n_chunks=len(sizes),
             score=score,
+            loss=loss,
             gain=gain,
             seed=None if greedy else fold_in(seed, i),
             greedy=greedy,
@@ -256,7 +278,7 @@ def _select_sharded(
     def global_(learner: Any, reference: Any, seed: Any) -> Any:
         offset = lax.axis_index(axis) * n_local
         models = check_embeddings(learner, reference, score)[0]
-        terms = [_ShardTerms(t, axis, offset, n_local) for t in make_terms(models, jnp)]
+        terms = [_ShardTerms(t, axis, offset, n_local) for t in make_terms(models, jnp, loss=loss)]
 
         def pick(perturbed: Any, size: int) -> Any:
             top = _backend.top_k(perturbed, min(size, n_local))
@@ -265,6 +287,19 @@ def _select_sharded(
             return where[_backend.top_k(values, size)]
 
         noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, xp=jnp, offset=offset)
+        if loss == "softmax":
+            first = diagonal(terms)
+            return blocked_select(
+                softmax_state(terms, first),
+                sizes,
+                noise,
+                softmax_update(terms, first, block_size, _backend),
+                jnp,
+                gain=gain,
+                pick=pick,
+                offset=offset,
+                logits_of=softmax_logits,
+            )
         update = embeddings_update(terms, block_size, _backend)
         return blocked_select(
             diagonal(terms), sizes, noise, update, jnp, gain=gain, pick=pick, offset=offset

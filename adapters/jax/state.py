@@ -22,7 +22,7 @@ from jestcore.adapters.jax.trees import gather, leading_size
 from jestcore import _validation as v
 from jestcore.random import fold_in
 from jestcore.selection import sub_batch_size
-from jestcore.streaming import PairEmbeddings, check_score
+from jestcore.streaming import PairEmbeddings, check_loss, check_score
 
 __all__ = ["JESTSelector", "SelectionState", "init_state"]
 
@@ -78,6 +78,8 @@ class JESTSelector:
         filter_ratio: Fraction of the super-batch to filter out, in ``[0, 1)`` (0.8 in the paper).
         n_chunks: Chunks per selection (16 in the paper).
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: ``"sigmoid"`` (SigLIP, the default) or ``"softmax"`` (CLIP / InfoNCE, the
+            paper's Algorithm 3): the contrastive loss the embeddings are scored under.
         gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
             Algorithm 1 as printed); see :func:`jestcore.joint_select`.
         mesh: A device mesh to select over a super-batch sharded along ``axis`` (``None``:
@@ -107,6 +109,7 @@ class JESTSelector:
     filter_ratio: float | None = None
     n_chunks: int = 16
     score: str = "learnability"
+    loss: str = "sigmoid"
     gain: float = 100.0
     mesh: Mesh | None = None
     axis: str = "batch"
@@ -128,6 +131,7 @@ class JESTSelector:
         warn_unroll(self.unroll)
         v.check_int("n_chunks", self.n_chunks, low=1)
         check_score(self.score)
+        check_loss(self.loss)
         v.check_gain(self.gain)
         if self.mesh is not None:
             _check_mesh(self.mesh, self.axis, self.scope)
@@ -177,6 +181,7 @@ class JESTSelector:
         options = dict(
             n_chunks=self.n_chunks,
             score=self.score,
+            loss=self.loss,
             gain=self.gain,
             seed=state.step_seed(),
             block_size=self.block_size,

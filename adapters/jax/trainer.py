@@ -1,4 +1,4 @@
-"""A SigLIP dual-encoder trainer in JAX and optax, with JEST selection inside the jitted step.
+"""A SigLIP (or CLIP) dual-encoder trainer in JAX and optax, with JEST selection in the jitted step.
 
 Two layers:
 
@@ -8,6 +8,8 @@ Two layers:
   and offers pure, jittable pieces (:meth:`~SigLIPTrainer.init`, :meth:`~SigLIPTrainer.loss`,
   :meth:`~SigLIPTrainer.step`) plus :meth:`~SigLIPTrainer.run`, a compiled loop of many steps,
   and :meth:`~SigLIPTrainer.fit`, which trains on your arrays (images, token ids) end to end.
+  ``TrainConfig(loss="softmax")`` trains CLIP-style instead (:func:`clip_loss`: symmetric
+  cross-entropy, a learnable temperature, no bias) and selects under the same softmax loss.
   One step draws nothing itself: it gets ``N`` super-batch rows of the training arrays, scores
   them with the learner (at a lower resolution for Flexi) and the cached reference embeddings,
   selects ``b`` with :class:`jestcore.adapters.jax.JESTSelector` (chunk loop as ``lax.scan``),
@@ -61,6 +63,7 @@ from jestcore.adapters.jax.trees import gather
 
 from jestcore import PairEmbeddings
 from jestcore import _validation as v
+from jestcore.streaming import check_loss
 
 __all__ = [
     "DualEncoder",
@@ -68,6 +71,7 @@ __all__ = [
     "StepInfo",
     "TrainConfig",
     "TrainState",
+    "clip_loss",
     "l2_normalize",
     "learning_rate_schedule",
     "mlp_dual_encoder",
@@ -229,6 +233,31 @@ def siglip_loss(image: Any, text: Any, log_scale: Any, bias: Any) -> Any:
     return jnp.sum(jax.nn.softplus(-z * logits)) / image.shape[0]
 
 
+def clip_loss(image: Any, text: Any, log_scale: Any) -> Any:
+    """CLIP's loss of a batch of ``b`` pairs: symmetric cross-entropy (InfoNCE both ways).
+
+    With ``L = exp(t) * image @ text.T``: ``-(1/2b) sum_i (log softmax(L)_ii +
+    log softmax(L.T)_ii)``, the softmaxes over each row. No bias (it cancels in a softmax).
+
+    Args:
+        image: ``(b, d)`` unit image embeddings.
+        text: ``(b, d)`` unit text embeddings.
+        log_scale: ``t``, the log of the temperature (0-d).
+
+    Returns:
+        The 0-d loss.
+
+    Example:
+        >>> e = jnp.eye(2)
+        >>> round(float(clip_loss(e, e, 0.0)), 4)  # -log(e / (e + 1))
+        0.3133
+    """
+    logits = jnp.exp(log_scale) * (image @ text.T)
+    rows = jnp.diagonal(jax.nn.log_softmax(logits, axis=1))
+    columns = jnp.diagonal(jax.nn.log_softmax(logits, axis=0))
+    return -0.5 * (jnp.mean(rows) + jnp.mean(columns))
+
+
 def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``.
 
@@ -279,10 +308,15 @@ class TrainConfig:
         n_chunks: Chunks of joint selection.
         gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
             Algorithm 1 as printed); see :func:`jestcore.joint_select`.
+        loss: ``"sigmoid"`` (SigLIP, :func:`siglip_loss`, with a learnable bias) or
+            ``"softmax"`` (CLIP, :func:`clip_loss`: a learnable temperature and no bias
+            parameter); the training loss and the loss selection scores under, for the
+            learner and the reference alike (train the reference with the same loss).
         learning_rate: Peak Adam learning rate.
         warmup_fraction: Fraction of ``steps`` of linear warm-up (at least one step).
-        init_log_scale: Initial log of the SigLIP temperature.
-        init_bias: Initial SigLIP bias.
+        init_log_scale: Initial log of the temperature (``log 10`` for both losses; CLIP
+            itself starts at ``log(1 / 0.07)``).
+        init_bias: Initial SigLIP bias (unused with ``loss="softmax"``).
         adam_beta2: Adam's ``beta2``; ``None`` (the default) means
             :func:`jestcore.adapters.recipe.adam_beta2`: 0.95 when the method filters
             (``f > 0``, the paper's Appendix A.2), 0.999 otherwise. See :attr:`beta2`.
@@ -294,6 +328,7 @@ class TrainConfig:
     filter_ratio: float = 0.8
     n_chunks: int = 16
     gain: float = 100.0
+    loss: str = "sigmoid"
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     init_log_scale: float = math.log(10.0)
@@ -310,6 +345,7 @@ class TrainConfig:
             )
         v.check_ratio("filter_ratio", self.filter_ratio)
         v.check_gain(self.gain)
+        check_loss(self.loss)
         recipe.check_real("warmup_fraction", self.warmup_fraction, low=0.0, high=1.0)
         recipe.check_real("learning_rate", self.learning_rate, low=0.0)
         recipe.check_real("init_log_scale", self.init_log_scale)
@@ -353,7 +389,8 @@ class TrainState(NamedTuple):
     """Everything that changes during training (a pytree: checkpoint it like any other).
 
     Attributes:
-        params: ``{"encoder": model params, "log_scale": 0-d, "bias": 0-d}``.
+        params: ``{"encoder": model params, "log_scale": 0-d, "bias": 0-d}`` (no ``"bias"``
+            with ``loss="softmax"``).
         opt_state: The optax Adam state.
         selection: The :class:`jestcore.adapters.jax.SelectionState` (seed, step): step ``t``
             selects with seed ``jestcore.fold_in(seed, t)``, as
@@ -369,7 +406,7 @@ class StepInfo(NamedTuple):
     """What one step reports.
 
     Attributes:
-        loss: The SigLIP loss of the trained sub-batch before the update (0-d).
+        loss: The training loss (SigLIP or CLIP) of the trained sub-batch before the update.
         rows: The ``b`` trained rows of the training arrays (int32).
     """
 
@@ -430,7 +467,8 @@ class SigLIPTrainer:
                 ``jestcore.fold_in(seed, t)``, and the parameters come from
                 ``jax.random.key(seed)`` unless ``param_seed`` or ``params`` is given.
             param_seed: Seed of the parameters' key instead of ``seed``.
-            params: Start from these parameters (``{"encoder", "log_scale", "bias"}``).
+            params: Start from these parameters (``{"encoder", "log_scale", "bias"}``; no
+                ``"bias"`` with ``loss="softmax"``).
 
         Returns:
             The :class:`TrainState`.
@@ -448,14 +486,17 @@ class SigLIPTrainer:
             params = {
                 "encoder": self.model.init(key),
                 "log_scale": jnp.asarray(self.config.init_log_scale, jnp.float32),
-                "bias": jnp.asarray(self.config.init_bias, jnp.float32),
             }
+            if self.config.loss == "sigmoid":
+                params["bias"] = jnp.asarray(self.config.init_bias, jnp.float32)
         return TrainState(params, self.optimizer.init(params), init_state(seed))
 
     def embeddings(
         self, params: Any, images: Any, tokens: Any, /, *, factor: int = 1
     ) -> PairEmbeddings:
         """Unit embeddings of pairs with ``scale = exp(t)`` and ``bias`` (pure, jittable).
+
+        Without a ``"bias"`` parameter (``loss="softmax"``) the bias is 0.
 
         Args:
             params: ``{"encoder", "log_scale", "bias"}``.
@@ -469,16 +510,16 @@ class SigLIPTrainer:
         return _pair_embeddings(self.model, params, images, tokens, factor)
 
     def loss(self, params: Any, images: Any, tokens: Any, /, *, factor: int = 1) -> Any:
-        """The SigLIP loss of a batch of pairs (:func:`siglip_loss`), pure and jittable.
+        """The training loss of a batch of pairs, pure and jittable.
 
-        ``images`` are pooled by ``factor`` when ``factor > 1`` (Flexi co-training).
+        :func:`siglip_loss`, or :func:`clip_loss` with ``config.loss="softmax"``. ``images``
+        are pooled by ``factor`` when ``factor > 1`` (Flexi co-training).
         """
-        return siglip_loss(
-            _embed_images(self.model, params, images, factor),
-            _embed_texts(self.model, params, tokens),
-            params["log_scale"],
-            params["bias"],
-        )
+        image = _embed_images(self.model, params, images, factor)
+        text = _embed_texts(self.model, params, tokens)
+        if self.config.loss == "softmax":
+            return clip_loss(image, text, params["log_scale"])
+        return siglip_loss(image, text, params["log_scale"], params["bias"])
 
     def select(
         self, state: TrainState, data: dict[str, Any], reference: PairEmbeddings | None, rows: Any
@@ -518,6 +559,7 @@ class SigLIPTrainer:
             batch_size=b,
             n_chunks=spec.n_chunks(self.config.n_chunks),
             score=spec.score,
+            loss=self.config.loss,
             gain=self.config.gain,
         )
         return selector.select(state.selection, learner, ref)
@@ -530,7 +572,7 @@ class SigLIPTrainer:
         Flexi-JEST (a method with ``factor > 1``, Algorithm 2 of the paper) trains the selected
         rows ``[::2]`` at full resolution and ``[1::2]`` on ``data["pooled"]``
         (:func:`jestcore.adapters.recipe.flexi_split`); the loss is the mean of the two halves'
-        SigLIP losses, so the low-resolution path that scores is co-trained. The scoring
+        losses, so the low-resolution path that scores is co-trained. The scoring
         forward pass is not re-used for the gradient (a VJP through all ``N`` rows costs more
         than a forward pass of the ``b`` selected ones).
 
@@ -772,7 +814,7 @@ def _pair_embeddings(
         _embed_images(model, params, images, factor),
         _embed_texts(model, params, tokens),
         jnp.exp(params["log_scale"]),
-        params["bias"],
+        params.get("bias", jnp.zeros((), jnp.float32)),
     )
 
 

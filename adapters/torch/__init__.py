@@ -2,7 +2,8 @@
 
 * :func:`select_batch`: one call from a super-batch (a tensor or any nesting of tuples, lists,
   dicts and dataclasses of tensors) and the learner's and reference's outputs on it to the
-  selected sub-batch and its indices.
+  selected sub-batch and its indices; ``loss="softmax"`` scores a CLIP model under its
+  softmax loss (the paper's Algorithm 3) instead of SigLIP's sigmoid loss.
 * :class:`JESTSelector`: the same in a training loop, with per-step seeds, uniform warm-up,
   ``state_dict()`` / ``load_state_dict()`` for exact resumption, and logging statistics.
 * :func:`pair_embeddings`: a contrastive model's forward output (open_clip, Hugging Face
@@ -11,8 +12,9 @@
   hook for a cheaper scoring forward (Flexi).
 * :func:`precompute_reference_embeddings` and :class:`EmbeddingCache`: the frozen reference's
   embeddings, computed once, stored safely, looked up by example id.
-* :func:`train`, :class:`DualEncoder`, :func:`siglip_loss`: a minimal SigLIP dual-encoder
-  reference trainer for user arrays and models (:mod:`jestcore.adapters.torch.trainer`).
+* :func:`train`, :class:`DualEncoder`, :func:`siglip_loss`, :func:`clip_loss`: a minimal
+  SigLIP (or, with ``loss="softmax"``, CLIP) dual-encoder reference trainer for user arrays and
+  models (:mod:`jestcore.adapters.torch.trainer`).
 * ``scope="local"`` / ``"global"``: selection per rank or over all ranks' super-batches
   (:mod:`jestcore.adapters.torch.distributed`).
 """
@@ -33,6 +35,7 @@ from jestcore.adapters.torch.trainer import (
     BagOfWords,
     DualEncoder,
     ImageMLP,
+    clip_loss,
     embed_arrays,
     siglip_loss,
     train,
@@ -53,6 +56,7 @@ __all__ = [
     "NotNormalizedWarning",
     "SelectedBatch",
     "batch_size_of",
+    "clip_loss",
     "concat_batches",
     "embed_arrays",
     "exchange_selected",

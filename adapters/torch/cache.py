@@ -2,7 +2,11 @@
 
 For the pairwise sigmoid loss, a reference *loss* depends on which examples share the
 super-batch, but the reference's *embeddings* of an example do not, so they are what is cached
-(for per-example losses, cache the losses themselves: any per-example tensor works).
+(for per-example losses, cache the losses themselves: any per-example tensor works). The same
+holds for the softmax (CLIP) loss, whose negatives range over the super-batch: one embeddings
+cache serves ``loss="sigmoid"`` and ``loss="softmax"`` alike (the loss is chosen at selection,
+and the softmax ignores the cached bias), so the cache records no loss. A cache of per-example
+values holds whatever ``forward`` computed: name its loss in ``config`` (fingerprinted).
 
 The storage is framework-neutral (:mod:`jestcore.adapters.cache`: the folder layout, the
 writer's lock, atomic writes, checksummed parts and metadata, shard folders opened as one);

@@ -3,8 +3,9 @@
 What drives the selection is given as the learner's and the reference model's outputs on the
 super-batch:
 
-* :class:`~jestcore.PairEmbeddings` (image and text embeddings with the sigmoid loss' scale and
-  bias) for contrastive models: joint selection from embeddings, exact and O(N * b * d)
+* :class:`~jestcore.PairEmbeddings` (image and text embeddings with the model's scale and
+  bias) for contrastive models: joint selection from embeddings under the sigmoid (SigLIP) or,
+  with ``loss="softmax"``, the softmax (CLIP) loss, exact and O(N * b * d)
   (``method="independent"`` gives the per-example baseline on the matching-pair losses);
 * or 1-D per-example losses (classification, language modelling): the batch loss is a sum of
   per-example terms, so independent selection is the exact answer;
@@ -42,7 +43,7 @@ from jestcore.backends.torch import is_lazy
 import jestcore
 from jestcore import _validation as v
 from jestcore._namespace import namespace_of, same_device
-from jestcore.streaming import SCORES, _check_embeddings
+from jestcore.streaming import LOSSES, SCORES, _check_embeddings, check_loss, make_terms
 
 __all__ = ["METHODS", "SCOPES", "JESTSelector", "SelectedBatch", "select_batch"]
 
@@ -241,6 +242,7 @@ def _plan(
     filter_ratio: Any,
     n_chunks: Any,
     score: Any,
+    loss: Any,
     method: Any,
     seed: Any,
     noise: Any,
@@ -258,6 +260,7 @@ def _plan(
     refused input is reported before any collective.
     """
     _check_choice("method", method, METHODS)
+    check_loss(loss)
     _check_choice("exchange", exchange, dist_.EXCHANGES)
     n_local = batch_size_of(batch)
     if n_local == 0:
@@ -306,6 +309,7 @@ AGREEMENT = (
     ("the same number of examples selected per rank", "int"),
     ("the same n_chunks", "int"),
     ("the same score", tuple(sorted(SCORES))),
+    ("the same loss", LOSSES),
     ("the same method", METHODS),
     ("the same exchange", dist_.EXCHANGES),
     ("the same kind of outputs", ("embeddings", "losses", "scores")),
@@ -338,6 +342,7 @@ def _agreement(
     world: int,
     *,
     score: str,
+    loss: str,
     method: str,
     exchange: str,
     seed: Any,
@@ -361,9 +366,10 @@ def _agreement(
         plan.n_select // world,
         plan.n_chunks if plan.joint else 0,
         AGREEMENT[3][1].index(score),
+        LOSSES.index(loss),
         METHODS.index(method),
         dist_.EXCHANGES.index(exchange),
-        AGREEMENT[6][1].index(plan.kind),
+        AGREEMENT[7][1].index(plan.kind),
         randomness,
         -1 if seed is None else seed,
         v.check_gain(gain),
@@ -387,20 +393,27 @@ def _gathered(models: dict[str, Any], group: Any) -> dict[str, Any]:
     return {name: gather(m) for name, m in models.items()}
 
 
-def _pair_losses(p: jestcore.PairEmbeddings) -> torch.Tensor:
-    """Matching-pair losses ``softplus(-(scale * <image_i, text_i> + bias))``, in float32+."""
+def _pair_losses(p: jestcore.PairEmbeddings, loss: str = "sigmoid") -> torch.Tensor:
+    """Matching-pair losses, in float32+: the first chunk's logits of joint selection.
+
+    ``softplus(-(scale * <image_i, text_i> + bias))`` for the sigmoid loss; for the softmax
+    loss the spec's unconditional ``u_i = -scale * <image_i, text_i>`` (the negatives of a
+    softmax depend on the rest of the batch, so a per-example score leaves them out).
+    """
+    if loss == "softmax":
+        return make_terms([("learner", p, 1)], _TORCH, loss=loss)[0].diagonal()
     dtype = torch.promote_types(torch.promote_types(p.image.dtype, p.text.dtype), torch.float32)
     logits = torch.sum(p.image.to(dtype) * p.text.to(dtype), dim=1)
     return torch.nn.functional.softplus(-(p.scale * logits + p.bias))
 
 
-def _per_example_scores(models: dict[str, Any], score: str) -> Any:
+def _per_example_scores(models: dict[str, Any], score: str, loss: str = "sigmoid") -> Any:
     """Per-example scores: given, the diagonal of a score matrix, or from per-example losses."""
     if "scores" in models:
         s = models["scores"]
         return torch.diagonal(s) if getattr(s, "ndim", None) == 2 else s
     losses = {
-        k: _pair_losses(m) if isinstance(m, jestcore.PairEmbeddings) else m
+        k: _pair_losses(m, loss) if isinstance(m, jestcore.PairEmbeddings) else m
         for k, m in models.items()
     }
     if score == "learnability":
@@ -411,7 +424,12 @@ def _per_example_scores(models: dict[str, Any], score: str) -> Any:
 
 
 def _select(
-    plan: _Plan, models: dict[str, Any], score: str, block_size: Any, **randomness: Any
+    plan: _Plan,
+    models: dict[str, Any],
+    score: str,
+    loss: str,
+    block_size: Any,
+    **randomness: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The spec's selection, then the per-example scores it was drawn from (for stats).
 
@@ -419,16 +437,16 @@ def _select(
     """
     n, n_chunks = plan.n_select, plan.n_chunks
     if not plan.joint:
-        per_example = _per_example_scores(models, score)
+        per_example = _per_example_scores(models, score, loss)
         return jestcore.independent_select(per_example, n, **randomness), per_example
     if plan.kind == "scores":
         idx = jestcore.joint_select(models["scores"], n, n_chunks=n_chunks, **randomness)
     else:
         idx = jestcore.joint_select_embeddings(
-            models.get("learner"), models.get("reference"), n, score=score,
+            models.get("learner"), models.get("reference"), n, score=score, loss=loss,
             n_chunks=n_chunks, block_size=block_size, **randomness,
         )  # fmt: skip
-    return idx, _per_example_scores(models, score)
+    return idx, _per_example_scores(models, score, loss)
 
 
 def _stats(per_example: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -449,6 +467,7 @@ def select_batch(
     filter_ratio: float | None = None,
     n_chunks: int = 16,
     score: str = "learnability",
+    loss: str = "sigmoid",
     method: str = "joint",
     gain: float = 100.0,
     seed: Any = None,
@@ -508,6 +527,12 @@ def select_batch(
         n_chunks: Chunks of joint selection (the paper uses 16); capped at the number
             selected.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: The contrastive loss that embeddings are scored under: ``"sigmoid"`` (SigLIP,
+            the default) or ``"softmax"`` (CLIP / InfoNCE, the paper's Algorithm 3; the bias
+            is left out, as it cancels); see :func:`jestcore.joint_select_embeddings`. With
+            ``method="independent"`` a softmax per-example score is the first chunk's logit,
+            ``-scale * <image_i, text_i>`` per model. Checked always, used only with
+            embeddings (per-example losses and scores are given as they are).
         method: ``"joint"`` or ``"independent"`` (per-example scores only, the baseline).
             Per-example losses and 1-D scores always select independently, which is exact.
         gain: The score gain of the sampling: each chunk takes the top-k of
@@ -558,27 +583,28 @@ def select_batch(
     randomness = {"seed": seed, "noise": noise, "greedy": greedy, "gain": gain}
     options = {
         "batch_size": batch_size, "filter_ratio": filter_ratio, "n_chunks": n_chunks,
-        "score": score, "method": method, "exchange": exchange, "block_size": block_size,
+        "score": score, "loss": loss, "method": method, "exchange": exchange,
+        "block_size": block_size,
         **randomness,
     }  # fmt: skip
     if not is_global:
         plan = _plan(batch, learner, reference, scores, world=1, is_global=False, **options)
         if scope == "local" and world > 1 and seed is not None:
             randomness["seed"] = jestcore.fold_in(seed, rank)
-        idx, per_example = _select(plan, plan.models, score, block_size, **randomness)
+        idx, per_example = _select(plan, plan.models, score, loss, block_size, **randomness)
         return SelectedBatch(take_rows(batch, idx), idx, _stats(per_example, idx))
     values, error = None, None
     try:
         plan = _plan(batch, learner, reference, scores, world=world, is_global=True, **options)
         values = _agreement(
-            plan, batch, world, score=score, method=method, exchange=exchange, seed=seed,
-            noise=noise, gain=gain,
+            plan, batch, world, score=score, loss=loss, method=method, exchange=exchange,
+            seed=seed, noise=noise, gain=gain,
         )  # fmt: skip
     except Exception as e:  # every rank takes part in the status exchange, then all raise
         error = e
     dist_.agree(AGREEMENT, values, error, group)
     models = _gathered(plan.models, group)
-    global_idx, per_example = _select(plan, models, score, block_size, **randomness)
+    global_idx, per_example = _select(plan, models, score, loss, block_size, **randomness)
     global_idx = dist_.broadcast_selection(global_idx, group)
     sub = dist_.exchange_unchecked(batch, global_idx, plan.n_local, exchange, group)
     mine = dist_.shares(global_idx, world)[rank]
@@ -601,6 +627,8 @@ class JESTSelector:
         n_chunks: Chunks of joint selection (16 in the paper); a step that selects fewer
             examples uses one chunk per example.
         score: ``"learnability"``, ``"hard_learner"`` or ``"easy_reference"``.
+        loss: ``"sigmoid"`` or ``"softmax"``: the contrastive loss embeddings are scored under
+            (see :func:`select_batch`); saved in :attr:`config`.
         method: ``"joint"`` or ``"independent"``.
         gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
             Algorithm 1 as printed); saved in :attr:`config`.
@@ -628,6 +656,7 @@ class JESTSelector:
         filter_ratio: float | None = None,
         n_chunks: int = 16,
         score: str = "learnability",
+        loss: str = "sigmoid",
         method: str = "joint",
         gain: float = 100.0,
         seed: int = 0,
@@ -648,6 +677,7 @@ class JESTSelector:
             filter_ratio = v.check_ratio("filter_ratio", filter_ratio)
         n_chunks = v.check_int("n_chunks", n_chunks, low=1)
         _check_choice("score", score, tuple(sorted(SCORES)))
+        loss = check_loss(loss)
         _check_choice("method", method, METHODS)
         gain = v.check_gain(gain)
         _check_choice("scope", scope, SCOPES)
@@ -658,6 +688,7 @@ class JESTSelector:
             block_size = v.check_int("block_size", block_size, low=1)
         self.batch_size, self.filter_ratio = batch_size, filter_ratio
         self.n_chunks, self.score, self.method, self.gain = n_chunks, score, method, gain
+        self.loss = loss
         self.seed, self.scope, self.warmup_steps = seed, scope, warmup_steps
         self.exchange, self.group, self.block_size = exchange, group, block_size
         self.step = 0
@@ -671,6 +702,7 @@ class JESTSelector:
             "filter_ratio": self.filter_ratio,
             "n_chunks": self.n_chunks,
             "score": self.score,
+            "loss": self.loss,
             "method": self.method,
             "gain": self.gain,
             "scope": self.scope,
@@ -736,6 +768,7 @@ class JESTSelector:
                 scores=scores,
                 n_chunks=self.n_chunks,
                 score=self.score,
+                loss=self.loss,
                 method=self.method,
                 gain=self.gain,
                 block_size=self.block_size,
@@ -759,7 +792,9 @@ class JESTSelector:
         """Restores :meth:`state_dict`; refuses a state saved with a different config.
 
         A state saved before selectors recorded ``gain`` selected at gain 1 (Algorithm 1 as
-        printed): it restores into a selector with ``gain=1.0`` only.
+        printed): it restores into a selector with ``gain=1.0`` only; one saved before they
+        recorded ``loss`` selected under the sigmoid loss, and restores with
+        ``loss="sigmoid"`` only.
 
         Raises:
             TypeError: If the saved step or seed is not an int.
@@ -774,8 +809,9 @@ class JESTSelector:
         config = state["config"]
         if not isinstance(config, Mapping):
             raise ValueError(f"state['config'] must be a dict, got {type(config).__name__}")
-        # States saved before the gain existed selected at gain 1 (Algorithm 1 as printed).
-        config = {"gain": 1.0, **config}
+        # States saved before the gain existed selected at gain 1 (Algorithm 1 as printed),
+        # and those saved before the loss option under the sigmoid loss.
+        config = {"gain": 1.0, "loss": "sigmoid", **config}
         diff = {k: (config.get(k), v) for k, v in self.config.items() if config.get(k) != v}
         if diff:
             raise ValueError(

@@ -1,10 +1,11 @@
-"""A minimal SigLIP dual-encoder trainer in PyTorch, with JEST data selection.
+"""A minimal SigLIP (or CLIP) dual-encoder trainer in PyTorch, with JEST data selection.
 
 Two layers:
 
 * **General** (your arrays, your models): :class:`DualEncoder` wraps any image encoder and text
   encoder (``nn.Module`` s that return embeddings) with L2 normalization and SigLIP's learnable
-  temperature and bias; :func:`siglip_loss` is the loss; :func:`train` trains a dual encoder on
+  temperature and bias (or, with ``loss="softmax"``, CLIP's: a learnable temperature, no bias);
+  :func:`siglip_loss` and :func:`clip_loss` are the losses; :func:`train` trains a dual encoder on
   image/token arrays with uniform sampling or a selection method (the spec's streaming joint
   selection or independent selection, through :func:`jestcore.adapters.torch.select_batch` on
   accelerators), reference embeddings from arrays or an
@@ -44,12 +45,14 @@ from torch import nn
 
 import jestcore
 from jestcore import _validation as v
+from jestcore.streaming import check_loss
 
 __all__ = [
     "BagOfWords",
     "DualEncoder",
     "ImageMLP",
     "embed_arrays",
+    "clip_loss",
     "learning_rate_scheduler",
     "siglip_loss",
     "train",
@@ -121,12 +124,16 @@ class DualEncoder(nn.Module):
     ``forward(images, tokens)`` returns a :class:`jestcore.PairEmbeddings` of torch tensors:
     L2-normalized image and text embeddings, ``scale = exp(log_scale)`` and ``bias`` (0-d
     tensors; learnable). Any ``nn.Module`` with that ``forward`` works with :func:`train`.
+    With ``loss="softmax"`` it is a CLIP model: the temperature is learnable and the bias is a
+    constant 0 (a buffer, not a parameter: a softmax has no use for it).
 
     Args:
         image_encoder: Maps an image batch to ``(n, d)`` embeddings.
         text_encoder: Maps a token batch to ``(n, d)`` embeddings (same ``d``).
-        init_log_scale: Initial log temperature (SigLIP: ``log 10``).
-        init_bias: Initial bias (SigLIP: ``-10``).
+        init_log_scale: Initial log temperature (``log 10`` for both losses; CLIP itself
+            starts at ``log(1 / 0.07)``).
+        init_bias: Initial bias (SigLIP: ``-10``); unused with ``loss="softmax"``.
+        loss: ``"sigmoid"`` (SigLIP: a learnable bias) or ``"softmax"`` (CLIP: no bias).
         generator: If an int, the encoders' parameters are re-initialized with
             :meth:`torch.nn.Module.reset_parameters` under this seed (without touching the global
             RNG state), so one seed gives one model.
@@ -139,13 +146,19 @@ class DualEncoder(nn.Module):
         *,
         init_log_scale: float = math.log(10.0),
         init_bias: float = -10.0,
+        loss: str = "sigmoid",
         generator: int | None = None,
     ):
         super().__init__()
+        self.loss = check_loss(loss)
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.log_scale = nn.Parameter(torch.tensor(float(init_log_scale)))
-        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        self.bias: torch.Tensor
+        if loss == "sigmoid":
+            self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+        else:
+            self.register_buffer("bias", torch.zeros(()))
         if generator is not None:
             _reset(self, generator)
 
@@ -180,6 +193,32 @@ def siglip_loss(model_output: jestcore.PairEmbeddings) -> torch.Tensor:
     n = logits.shape[0]
     signs = 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1.0
     return -F.logsigmoid(signs * logits).sum() / n
+
+
+def clip_loss(model_output: jestcore.PairEmbeddings) -> torch.Tensor:
+    """CLIP's loss of a batch: the symmetric cross-entropy (InfoNCE in both directions).
+
+    With logits ``L = scale * image @ text.T`` (the bias is ignored: it cancels in a softmax),
+    ``(CE(L, labels) + CE(L.T, labels)) / 2``, each the mean over the ``n`` pairs of
+    ``-log softmax`` of the matching pair (``labels = 0..n-1``).
+
+    Args:
+        model_output: ``(image, text, scale, bias)`` of ``n`` pairs.
+
+    Returns:
+        A 0-d tensor.
+    """
+    image, text, scale, _ = model_output
+    logits = scale * image @ text.T
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+#: The training loss of each contrastive loss.
+LOSS_FUNCTIONS: dict[str, Callable[[jestcore.PairEmbeddings], torch.Tensor]] = {
+    "sigmoid": siglip_loss,
+    "softmax": clip_loss,
+}
 
 
 def _as_tensor(name: str, x: Any, *, integer: bool = False) -> torch.Tensor:
@@ -329,6 +368,7 @@ def train(
     filter_ratio: float = 0.8,
     n_chunks: int = 16,
     gain: float = 100.0,
+    loss: str = "sigmoid",
     learning_rate: float = 1e-3,
     warmup_fraction: float = 0.05,
     seed: int = 0,
@@ -339,7 +379,7 @@ def train(
     evaluate: Callable[[nn.Module, int], Any] | None = None,
     adam_beta2: float | None = None,
 ) -> list[tuple[int, Any]]:
-    """Trains a SigLIP dual encoder on arrays, sampling uniformly or selecting with JEST.
+    """Trains a SigLIP (or CLIP) dual encoder on arrays, sampling uniformly or selecting with JEST.
 
     Every step draws a super-batch of ``N = round(b / (1 - f))`` rows
     (:func:`jestcore.adapters.recipe.super_batch_size`, :func:`jestcore.adapters.recipe.draw_rows`;
@@ -352,10 +392,15 @@ def train(
     otherwise (:func:`jestcore.adapters.recipe.adam_beta2`, the paper's Appendix A.2); selected
     rows are never re-weighted (A.3).
 
+    With ``loss="softmax"`` the model trains CLIP-style on :func:`clip_loss` (symmetric
+    cross-entropy, the learnable temperature, no bias; build the model with
+    ``DualEncoder(..., loss="softmax")``) and every selection scores learner and reference under
+    the same softmax loss (the paper's Algorithm 3): train the reference with it too.
+
     Flexi-JEST (``"flexi_jest"``, Algorithm 2 of the paper) scores with ``scoring_images``
     and co-trains that low resolution: of the ``b`` selected rows, ``[::2]`` train on
     ``images`` and ``[1::2]`` on ``scoring_images`` (:func:`jestcore.adapters.recipe.flexi_split`),
-    and the loss is the mean of the two halves' SigLIP losses.
+    and the loss is the mean of the two halves' losses.
 
     The scoring pass is not re-used for the selected rows' gradient: autograd would
     back-propagate through the whole super-batch (``N`` rows, the unselected with zero
@@ -380,6 +425,8 @@ def train(
         n_chunks: Chunks of joint selection.
         gain: The score gain of the sampling (default 100.0, the paper's recipe; 1.0 is
             Algorithm 1 as printed); see :func:`jestcore.joint_select`.
+        loss: ``"sigmoid"`` (SigLIP, :func:`siglip_loss`) or ``"softmax"`` (CLIP,
+            :func:`clip_loss`): the training loss, and the loss that selection scores under.
         learning_rate: Peak learning rate.
         warmup_fraction: Fraction of ``steps`` of linear warm-up.
         seed: Seed of the super-batches (unless ``batches`` is given) and of the selection.
@@ -411,6 +458,7 @@ def train(
         raise ValueError(f"n_chunks must be at most batch_size = {batch_size}, got {n_chunks}")
     seed = v.check_int("seed", seed, low=0)
     gain = v.check_gain(gain)
+    loss_of = LOSS_FUNCTIONS[check_loss(loss)]
     recipe.check_real("learning_rate", learning_rate, low=0.0)
     if spec.factor > 1 and batch_size < 2:
         raise ValueError(f"method {method!r} co-trains two halves: batch_size must be >= 2")
@@ -488,20 +536,21 @@ def train(
                 batch_size=batch_size,
                 n_chunks=spec.n_chunks(n_chunks),
                 score=spec.score,
+                loss=loss,
                 gain=gain,
                 seed=int(jestcore.fold_in(seed, step)),
             ).indices
             chosen = rows[sel.cpu()]
         if spec.factor > 1:
             full, low = recipe.flexi_split(batch_size)
-            loss = 0.5 * (
-                siglip_loss(model(x[chosen[full]].to(device), t[chosen[full]].to(device)))
-                + siglip_loss(model(score_x[chosen[low]].to(device), t[chosen[low]].to(device)))
+            value = 0.5 * (
+                loss_of(model(x[chosen[full]].to(device), t[chosen[full]].to(device)))
+                + loss_of(model(score_x[chosen[low]].to(device), t[chosen[low]].to(device)))
             )
         else:
-            loss = siglip_loss(model(x[chosen].to(device), t[chosen].to(device)))
+            value = loss_of(model(x[chosen].to(device), t[chosen].to(device)))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
         scheduler.step()
     return history

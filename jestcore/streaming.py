@@ -312,20 +312,38 @@ def select_embeddings(
     n = arrays[0].shape[0]
     terms = make_terms(models, xp, noise, loss=loss)
     noise = noise_rows(seed, noise, greedy, len(sizes), n, xp, device_of(arrays[0]))
+    return select_terms(terms, sizes, noise, xp, block_size=block_size, gain=gain, loss=loss)
+
+
+def select_terms(
+    terms: list[Any],
+    sizes: tuple[int, ...],
+    noise: Any,
+    xp: Any,
+    *,
+    block_size: int,
+    gain: Any,
+    loss: str,
+    pick: Callable[[Any, int], Any] | None = None,
+    offset: Any = 0,
+) -> Any:
+    """The chunk loop over the models' terms, for either loss.
+
+    Sigmoid: the conditional logits, updated chunk by chunk. Softmax: the running log-sum-exps
+    they are read from. ``pick`` and ``offset`` as in :func:`blocked_select` (e.g. sharded).
+    """
     backend = get_backend(xp)
+    first = diagonal(terms)
     if loss == "softmax":
-        first = diagonal(terms)
-        return blocked_select(
+        state, update = (
             softmax_state(terms, first),
-            sizes,
-            noise,
             softmax_update(terms, first, block_size, backend),
-            xp,
-            gain=gain,
-            logits_of=softmax_logits,
         )
+        logits_of: Callable[[Any], Any] | None = softmax_logits
+    else:
+        state, update, logits_of = first, embeddings_update(terms, block_size, backend), None
     return blocked_select(
-        diagonal(terms), sizes, noise, embeddings_update(terms, block_size, backend), xp, gain=gain
+        state, sizes, noise, update, xp, gain=gain, pick=pick, offset=offset, logits_of=logits_of
     )
 
 

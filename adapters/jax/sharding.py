@@ -50,18 +50,14 @@ from jestcore.adapters.jax.trees import leading_size
 
 from jestcore import _validation as v
 from jestcore.random import fold_in
-from jestcore.selection import blocked_select, chunk_sizes, gumbel_rows
+from jestcore.selection import chunk_sizes, gumbel_rows
 from jestcore.streaming import (
     SELECT_BLOCK_ELEMENTS,
     PairEmbeddings,
     check_gain_fits_embeddings,
     check_loss,
-    diagonal,
-    embeddings_update,
     make_terms,
-    softmax_logits,
-    softmax_state,
-    softmax_update,
+    select_terms,
 )
 
 __all__ = ["SCOPES", "gather_sharded", "select_sharded"]
@@ -287,22 +283,16 @@ def _select_sharded(
             return where[_backend.top_k(values, size)]
 
         noise = None if greedy else gumbel_rows(seed, len(sizes), n_local, xp=jnp, offset=offset)
-        if loss == "softmax":
-            first = diagonal(terms)
-            return blocked_select(
-                softmax_state(terms, first),
-                sizes,
-                noise,
-                softmax_update(terms, first, block_size, _backend),
-                jnp,
-                gain=gain,
-                pick=pick,
-                offset=offset,
-                logits_of=softmax_logits,
-            )
-        update = embeddings_update(terms, block_size, _backend)
-        return blocked_select(
-            diagonal(terms), sizes, noise, update, jnp, gain=gain, pick=pick, offset=offset
+        return select_terms(
+            terms,
+            sizes,
+            noise,
+            jnp,
+            block_size=block_size,
+            gain=gain,
+            loss=loss,
+            pick=pick,
+            offset=offset,
         )
 
     if scope == "local":

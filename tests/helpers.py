@@ -248,3 +248,17 @@ def to_namespace(name: str, x: np.ndarray) -> Any:
 
         return array_api_strict.asarray(x)
     return x
+
+
+def peak_traced_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes allocated (as reported to tracemalloc, which NumPy does) while ``fn`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()

@@ -9,7 +9,6 @@ low-precision inputs and temperatures that would overflow an unshifted ``exp``; 
 from __future__ import annotations
 
 import inspect
-import tracemalloc
 
 import numpy as np
 import oracle_softmax as oracle
@@ -19,6 +18,7 @@ from helpers import (
     assert_same_selection,
     make_models,
     needed,
+    peak_traced_bytes,
     to_namespace,
 )
 from hypothesis import example, given, settings
@@ -30,10 +30,9 @@ from jestcore import PairEmbeddings, batch_score_embeddings, gumbel_noise, joint
 SCORES = ["learnability", "hard_learner", "easy_reference"]
 
 #: The gain that seeded and noisy selections apply to the logits: ``joint_select_embeddings``'s
-#: default ``gain`` where it has one (the paper's Algorithm 2), else 1 (Algorithm 3 as printed).
-#: The oracle applies the same; greedy selections do not depend on it.
-_GAIN = inspect.signature(joint_select_embeddings).parameters.get("gain")
-GAIN = 1.0 if _GAIN is None else float(_GAIN.default)
+#: default (the paper's Algorithm 2). The oracle applies the same; greedy selections do not
+#: depend on it.
+GAIN = float(inspect.signature(joint_select_embeddings).parameters["gain"].default)
 
 
 def as_float(model: PairEmbeddings | None, dtype) -> PairEmbeddings | None:
@@ -450,17 +449,6 @@ def test_selection_raises_the_batch_score_over_uniform():
 
 
 # ----------------------------------------------------------------------------- memory, errors
-
-
-def peak_traced_bytes(fn) -> int:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
 
 
 def test_no_n_by_n_allocation():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import oracle
 import pytest
@@ -15,6 +13,7 @@ from helpers import (
     joint_perturbed,
     make_models,
     needed,
+    peak_traced_bytes,
 )
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -283,18 +282,6 @@ def test_pair_embeddings_is_a_jax_pytree():
     doubled = jax.tree_util.tree_map(lambda x: 2 * x, m)
     assert isinstance(doubled, PairEmbeddings)
     assert float(doubled.scale) == 20.0
-
-
-def peak_traced_bytes(fn) -> int:
-    """Peak bytes allocated (as reported to tracemalloc, which NumPy does) while ``fn`` runs."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("namespace", ["numpy", "array_api_strict"])

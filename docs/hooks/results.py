@@ -68,6 +68,8 @@ def _load(path: Path) -> dict[str, Any] | None:
         log.warning("bench results %s could not be read: %s", path, e)
         return None
     meta: dict[str, Any] = data if isinstance(data, dict) else {}
+    if {"methods", "target_accuracy", "config"} <= meta.keys():
+        return None  # a `jestcore demo` results.json: the Demo page shows it, not this one
     records: Any = data if isinstance(data, list) else meta.get("results", meta.get("cases"))
     if records is None:
         records = next(

@@ -447,7 +447,7 @@ def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -
                 f"{m.image.shape[0]}"
             )
         n = m.image.shape[0]
-        check_scale_bias(m.scale, m.bias, xp)
+        check_scale_bias(m.scale, m.bias, xp, prefix=f"{name}.")
     assert n is not None
     return n
 

@@ -14,13 +14,14 @@ __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matri
 
 
 def check_scale_bias(
-    scale: Any, bias: Any, xp: Any, dtype: Any = None, *, prefix: str = ""
+    scale: Any, bias: Any, xp: Any, dtype: Any = None, *, prefix: str = "", values: bool = True
 ) -> None:
     """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays.
 
     With ``dtype`` (the dtype the logits are computed in), a Python number must also be finite
     in it: ``1e39`` times float32 embeddings would be infinite, and the losses NaN. Messages
-    name them with ``prefix`` (e.g. ``"reference."``).
+    name them with ``prefix`` (e.g. ``"reference."``). ``values=False`` leaves the values of
+    arrays unread (a caller that reads them with others, in one host synchronisation).
     """
     for name, value in ((f"{prefix}scale", scale), (f"{prefix}bias", bias)):
         if isinstance(value, bool) or value is None:
@@ -47,7 +48,7 @@ def check_scale_bias(
                 f"{type(value).__name__}"
                 + (f" of shape {tuple(shape)} and dtype {value.dtype}" if shape is not None else "")
             )
-        if not get_backend(xp).is_lazy(value) and not bool(xp.isfinite(value)):
+        if values and not get_backend(xp).is_lazy(value) and not bool(xp.isfinite(value)):
             raise ValueError(f"{name} must be finite, got {float(value)}")
 
 

@@ -29,7 +29,7 @@ test: $(VENV)/.all  ## Install everything (torch, jax, docs) and run lint, types
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory imports
 	$(BIN)/python -m pytest
-	@if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet; fi
+	@if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict; fi
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .

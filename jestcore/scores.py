@@ -13,13 +13,17 @@ from jestcore.backends import get_backend
 __all__ = ["easy_reference", "hard_learner", "learnability", "sigmoid_loss_matrix"]
 
 
-def check_scale_bias(scale: Any, bias: Any, xp: Any, dtype: Any = None) -> None:
+def check_scale_bias(
+    scale: Any, bias: Any, xp: Any, dtype: Any = None, *, prefix: str = "", values: bool = True
+) -> None:
     """``scale`` and ``bias`` must be finite real Python numbers or 0-d real floating arrays.
 
     With ``dtype`` (the dtype the logits are computed in), a Python number must also be finite
-    in it: ``1e39`` times float32 embeddings would be infinite, and the losses NaN.
+    in it: ``1e39`` times float32 embeddings would be infinite, and the losses NaN. Messages
+    name them with ``prefix`` (e.g. ``"reference."``). ``values=False`` leaves the values of
+    arrays unread (a caller that reads them with others, in one host synchronisation).
     """
-    for name, value in (("scale", scale), ("bias", bias)):
+    for name, value in ((f"{prefix}scale", scale), (f"{prefix}bias", bias)):
         if isinstance(value, bool) or value is None:
             raise TypeError(f"{name} must be a float or a 0-d floating array, got {value!r}")
         if isinstance(value, int) and abs(value) > sys.float_info.max:
@@ -44,7 +48,7 @@ def check_scale_bias(scale: Any, bias: Any, xp: Any, dtype: Any = None) -> None:
                 f"{type(value).__name__}"
                 + (f" of shape {tuple(shape)} and dtype {value.dtype}" if shape is not None else "")
             )
-        if not get_backend(xp).is_lazy(value) and not bool(xp.isfinite(value)):
+        if values and not get_backend(xp).is_lazy(value) and not bool(xp.isfinite(value)):
             raise ValueError(f"{name} must be finite, got {float(value)}")
 
 

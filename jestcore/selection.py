@@ -126,19 +126,26 @@ def noise_rows(
     return gumbel_rows(seed, n_rows, n, xp=xp, device=device, offset=offset)
 
 
+def peak_magnitude(x: Any, xp: Any) -> Any:
+    """``max |x|`` as a 0-d array: one ``max`` and one ``min`` pass, no temporary.
+
+    Both propagate NaN (array API standard), so it is finite only if every entry of ``x`` is.
+    """
+    return xp.maximum(xp.max(x), -xp.min(x))
+
+
 def finite_magnitude(name: str, x: Any, xp: Any, backend: Any) -> float | None:
     """``max |x|``, refusing NaN and infinite entries (named); ``None`` for traced arrays.
 
-    One ``max`` and one ``min`` pass, no temporary: both propagate NaN (array API standard), so
-    finite extremes prove every entry finite; otherwise the exact check names the first bad
-    entry.
+    One host read (:func:`peak_magnitude`); only a non-finite result runs the exact check,
+    which names the first bad entry.
     """
     if backend.is_lazy(x):
         return None
-    hi, lo = float(xp.max(x)), float(xp.min(x))
-    if not (math.isfinite(hi) and math.isfinite(lo)):
+    peak = float(peak_magnitude(x, xp))
+    if not math.isfinite(peak):
         v.check_finite(name, x, xp, backend)
-    return max(hi, -lo)
+    return peak
 
 
 def blocked_select(

@@ -12,6 +12,8 @@ running log-sum-exp per candidate, model and direction, from which the logits fo
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,7 +21,7 @@ from jestcore import _validation as v
 from jestcore._namespace import device_of, namespace_of, same_device
 from jestcore.backends import get_backend
 from jestcore.scores import check_scale_bias
-from jestcore.selection import blocked_select, chunk_sizes, noise_rows
+from jestcore.selection import blocked_select, chunk_sizes, noise_rows, peak_magnitude
 
 __all__ = ["LOSSES", "SCORES", "PairEmbeddings", "joint_select_embeddings"]
 
@@ -239,7 +241,7 @@ def check_select_embeddings(
         ``(chunk sizes, block size, gain as a Python float)``.
     """
     check_loss(loss)
-    xp, n, _, models = _check_embeddings(learner, reference, score, noise=noise)
+    xp, n, _, models = _check_embeddings(learner, reference, score, values=False, noise=noise)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     sizes = chunk_sizes(n_select, n_chunks)
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
@@ -249,14 +251,60 @@ def check_select_embeddings(
         block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
     block_size = v.check_int("block_size", block_size, low=1)
     backend = get_backend(xp)
-    for name, m, _ in models:
-        v.check_finite(f"{name}.image", m.image, xp, backend)
-        v.check_finite(f"{name}.text", m.text, xp, backend)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
-    if not greedy:
-        check_gain_fits_embeddings(gain, models, 2 * sum(sizes) - 1, xp, backend, noise)
+    terms = 2 * sum(sizes) - 1
+    check_embedding_values(
+        models, xp, backend, gain=None if greedy else gain, terms=terms, noise=noise
+    )
     return sizes, block_size, gain
+
+
+def _lazy(models: list[tuple[str, PairEmbeddings, int]], backend: Any) -> bool:
+    """Whether some array of ``models`` cannot be read (traced, e.g. under ``jax.jit``)."""
+    arrays = [getattr(m, f) for _, m, _ in models for f in ("image", "text", "scale", "bias")]
+    return any(not isinstance(a, int | float) and backend.is_lazy(a) for a in arrays)
+
+
+def check_embedding_values(
+    models: list[tuple[str, PairEmbeddings, int]],
+    xp: Any,
+    backend: Any,
+    *,
+    gain: float | None,
+    terms: int,
+    noise: Any = None,
+) -> None:
+    """Checks that ``models`` are finite and, given a ``gain``, that ``gain * logit`` fits.
+
+    One host read when all is well. The bound on a pair's loss of
+    :func:`check_gain_fits_embeddings`, ``|scale| * d * max|image| * max|text| + |bias| + 1``
+    summed over the models, is formed on the device from one ``max`` and one ``min`` pass per
+    array (both propagate NaN) and read once: it is finite only if every entry, scale and bias
+    is. Otherwise (or if it overflows the arrays' dtype) each value is checked on its own,
+    which names the first non-finite one, and the bound is recomputed in Python floats.
+    Skipped where values cannot be read (traced).
+    """
+    if _lazy(models, backend):
+        return
+    pair: Any = 0.0
+    with warnings.catch_warnings():  # NumPy warns where the bound overflows; handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _, m, _ in models:
+            width = m.image.shape[1]
+            peaks = peak_magnitude(m.image, xp) * peak_magnitude(m.text, xp)
+            pair = pair + abs(m.scale) * width * peaks
+            pair = pair + abs(m.bias) + 1.0
+    bound = float(pair)
+    if not math.isfinite(bound):
+        for name, m, _ in models:
+            check_scale_bias(m.scale, m.bias, xp, prefix=f"{name}.")
+            v.check_finite(f"{name}.image", m.image, xp, backend)
+            v.check_finite(f"{name}.text", m.text, xp, backend)
+        if gain is not None:
+            check_gain_fits_embeddings(gain, models, terms, xp, backend, noise)
+    elif gain is not None:
+        _check_gain_fits_pairs(gain, bound, models, terms, xp, noise)
 
 
 def check_gain_fits_embeddings(
@@ -273,16 +321,28 @@ def check_gain_fits_embeddings(
     ``|<image_i, text_j>| <= d * max|image| * max|text|``; a conditional logit sums at most
     ``terms`` losses per model. The softmax loss's logits are smaller: per model, one matching
     logit and two log-sum-exps over at most ``b`` selected items, each at most
-    ``|scale| * d * max|image| * max|text| + log b``, within the same bound.
+    ``|scale| * d * max|image| * max|text| + log b``, within the same bound. Computed in
+    Python floats, one read per value.
     """
+    if _lazy(models, backend):
+        return
     pair = 0.0
     for _, m, _ in models:
-        scalars = [a for a in (m.scale, m.bias) if not isinstance(a, int | float)]
-        if any(backend.is_lazy(a) for a in (m.image, m.text, *scalars)):
-            return
         width = m.image.shape[1]
-        peak = float(xp.max(xp.abs(m.image))) * float(xp.max(xp.abs(m.text)))
+        peak = float(peak_magnitude(m.image, xp)) * float(peak_magnitude(m.text, xp))
         pair += abs(float(m.scale)) * width * peak + abs(float(m.bias)) + 1.0
+    _check_gain_fits_pairs(gain, pair, models, terms, xp, noise)
+
+
+def _check_gain_fits_pairs(
+    gain: float,
+    pair: float,
+    models: list[tuple[str, PairEmbeddings, int]],
+    terms: int,
+    xp: Any,
+    noise: Any,
+) -> None:
+    """:func:`jestcore._validation.check_gain_fits` of ``terms`` pair losses of at most ``pair``."""
     v.check_gain_fits(
         gain,
         terms * pair,
@@ -425,8 +485,12 @@ def softmax_update(
     return update
 
 
-def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -> int:
+def check_model_shapes(
+    models: list[tuple[str, PairEmbeddings, int]], xp: Any, *, values: bool = True
+) -> int:
     """Dtypes, shapes, a common N and scale/bias of each ``(name, embeddings, sign)``.
+
+    ``values=False`` leaves array scales and biases unread, for :func:`check_embedding_values`.
 
     Returns:
         The number of examples N that every model embeds.
@@ -447,18 +511,19 @@ def check_model_shapes(models: list[tuple[str, PairEmbeddings, int]], xp: Any) -
                 f"{m.image.shape[0]}"
             )
         n = m.image.shape[0]
-        check_scale_bias(m.scale, m.bias, xp)
+        check_scale_bias(m.scale, m.bias, xp, prefix=f"{name}.", values=values)
     assert n is not None
     return n
 
 
 def _check_embeddings(
-    learner: Any, reference: Any, score: str, **others: Any
+    learner: Any, reference: Any, score: str, *, values: bool = True, **others: Any
 ) -> tuple[Any, int, Any, list[tuple[str, PairEmbeddings, int]]]:
     """Static checks of the models that ``score`` needs (types, shapes, namespace, device).
 
     ``others`` are further arrays of the call (e.g. ``noise``), by name: they must share the
-    embeddings' namespace and device.
+    embeddings' namespace and device. ``values=False``: array scales and biases are not read
+    (see :func:`check_model_shapes`).
 
     Returns:
         ``(xp, N, device, [(name, embeddings, sign), ...])``.
@@ -467,7 +532,7 @@ def _check_embeddings(
     checked = models + _unused_models(learner, reference, score)
     arrays = {f"{name}.{f}": getattr(m, f) for name, m, _ in checked for f in ("image", "text")}
     xp = namespace_of(*arrays.values(), *others.values(), name=", ".join([*arrays, *others]))
-    n = check_model_shapes(checked, xp)
+    n = check_model_shapes(checked, xp, values=values)
     scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in checked for f in ("scale", "bias")}
     return xp, n, same_device({**arrays, **scalars, **others}), models
 

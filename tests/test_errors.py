@@ -169,14 +169,14 @@ EMB_CASES = [
         ValueError,
         r"reference.image\[4, 0\] is -inf",
     ),
-    (emb(scale="10"), emb(), {}, TypeError, r"scale must be a float or a 0-d floating array"),
-    (emb(scale=None), emb(), {}, TypeError, r"scale must be a float"),
-    (emb(scale=True), emb(), {}, TypeError, r"scale must be a float"),
-    (emb(), emb(scale=np.ones(1)), {}, TypeError, r"scale must be a float or a 0-d"),
-    (emb(), emb(bias=np.asarray(1)), {}, TypeError, r"bias must be a float or a 0-d floating"),
-    (emb(bias=[1.0]), emb(), {}, TypeError, r"bias must be a float"),
-    (emb(scale=math.nan), emb(), {}, ValueError, r"scale must be finite"),
-    (emb(), emb(bias=np.asarray(np.inf)), {}, ValueError, r"bias must be finite"),
+    (emb(scale="10"), emb(), {}, TypeError, r"^learner\.scale must be a float or a 0-d floating"),
+    (emb(scale=None), emb(), {}, TypeError, r"^learner\.scale must be a float"),
+    (emb(scale=True), emb(), {}, TypeError, r"^learner\.scale must be a float"),
+    (emb(), emb(scale=np.ones(1)), {}, TypeError, r"^reference\.scale must be a float or a 0-d"),
+    (emb(), emb(bias=np.asarray(1)), {}, TypeError, r"^reference\.bias must be a float or a 0-d"),
+    (emb(bias=[1.0]), emb(), {}, TypeError, r"^learner\.bias must be a float"),
+    (emb(scale=math.nan), emb(), {}, ValueError, r"^learner\.scale must be finite"),
+    (emb(), emb(bias=np.asarray(np.inf)), {}, ValueError, r"^reference\.bias must be finite"),
     (emb(), emb(), {"n_select": 0}, ValueError, r"n_select must be between 1 and N = 6"),
     (emb(), emb(), {"n_select": 2.5}, TypeError, r"n_select must be an int"),
     (emb(), emb(), {"n_chunks": 5}, ValueError, r"n_chunks must be between 1 and n_select"),
@@ -315,9 +315,9 @@ def test_ints_beyond_float_range_are_refused_naming_the_argument(field, value):
     with pytest.raises(ValueError, match=rf"^{field} must be finite, got an int of \d+ bits"):
         sigmoid_loss_matrix(np.eye(3), np.eye(3), **kwargs)
     model = emb(**{field: value})
-    with pytest.raises(ValueError, match=rf"^{field} must be finite"):
+    with pytest.raises(ValueError, match=rf"^learner\.{field} must be finite"):
         joint_select_embeddings(model, None, 2, n_chunks=1, score="hard_learner", seed=0)
-    with pytest.raises(ValueError, match=rf"^{field} must be finite"):
+    with pytest.raises(ValueError, match=rf"^learner\.{field} must be finite"):
         batch_score_embeddings(model, None, np.arange(3), score="hard_learner")
     # the largest float-sized ints are still numbers
     kwargs[field] = 2**1023

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -147,6 +148,7 @@ def test_hf_model_wrapped_like_ddp_or_compile(siglip):
 
 def test_log_space_scale_changes_the_selection(siglip):
     """The reason for model=: HF's raw logit_scale as the scale selects another sub-batch."""
+    siglip = copy.deepcopy(siglip)  # the module's fixture stays as it was
     with torch.no_grad():
         siglip.logit_scale.fill_(math.log(30.0))
         out = siglip(**hf_inputs())
@@ -364,17 +366,67 @@ def test_select_batch_from_hf_outputs_through_score_forward(siglip):
                        select_batch(batch, by_hand, **kw).indices)  # fmt: skip
 
 
+def test_select_batch_and_selector_take_hf_outputs_with_their_models(siglip):
+    """A bare SiglipOutput / CLIPOutput selects as its pair_embeddings(model=) does, under both
+    losses, learner and reference from different models (each scale read from its own)."""
+    batch = hf_inputs(seed=5)
+    torch.manual_seed(1)
+    clip = CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION)).eval()
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(30.0))
+        outputs = {"siglip": siglip(**batch), "clip": clip(**batch)}
+    models = {"siglip": siglip, "clip": clip}
+    for learner, reference, loss in [("siglip", "clip", "sigmoid"), ("clip", "siglip", "softmax")]:
+        kw = dict(batch_size=3, n_chunks=3, seed=7, loss=loss)
+        converted = (pair_embeddings(outputs[learner], model=models[learner]),
+                     pair_embeddings(outputs[reference], model=models[reference]))  # fmt: skip
+        want = select_batch(batch, *converted, **kw)
+        got = select_batch(
+            batch,
+            outputs[learner],
+            outputs[reference],
+            **kw,
+            learner_model=models[learner],
+            reference_model=models[reference],
+        )
+        assert torch.equal(got.indices, want.indices)
+        torch.testing.assert_close(got.stats, want.stats, rtol=0, atol=0)
+        swapped = select_batch(
+            batch,
+            outputs[learner],
+            outputs[reference],
+            **kw,
+            learner_model=models[reference],
+            reference_model=models[learner],
+        )
+        # Each output's temperature and bias are read from the model given for it.
+        assert not torch.allclose(swapped.stats["score_all"], want.stats["score_all"])
+        selector = JESTSelector(batch_size=3, n_chunks=3, seed=7, loss=loss)
+        by_selector = selector(
+            batch,
+            outputs[learner],
+            outputs[reference],
+            learner_model=models[learner],
+            reference_model=models[reference],
+        )
+        want_selector = JESTSelector(batch_size=3, n_chunks=3, seed=7, loss=loss)(batch, *converted)
+        assert torch.equal(by_selector.indices, want_selector.indices)
+
+
 def test_select_batch_names_what_an_hf_output_needs(siglip):
     with torch.no_grad():
         out = siglip(**hf_inputs())
     with pytest.raises(
         TypeError,
         match=r"learner is a Hugging Face SiglipOutput.*log space.*"
-        r"score_forward\(model, batch\).*pair_embeddings\(output, model=model\)",
+        r"learner_model=model.*score_forward\(model, batch\)",
     ):
         select_batch(torch.arange(N), out, score="hard_learner", batch_size=2, seed=0)
-    with pytest.raises(TypeError, match=r"reference is a Hugging Face SiglipOutput"):
+    with pytest.raises(TypeError, match=r"reference is a Hugging Face SiglipOutput.*reference_m"):
         JESTSelector(batch_size=2, score="easy_reference")(torch.arange(N), None, out)
+    with pytest.raises(TypeError, match=r"model must be the Hugging Face model.*got Linear"):
+        select_batch(torch.arange(N), out, score="hard_learner", batch_size=2, seed=0,
+                     learner_model=torch.nn.Linear(2, 2))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -383,7 +435,7 @@ def test_select_batch_names_what_an_hf_output_needs(siglip):
         (torch.rand(N, 7), ValueError, r"learner must be 1-D, got shape \(6, 7\).*per-token"),
         (torch.tensor(0.5), ValueError, r"learner must be 1-D, got a 0-d tensor.*reduction="),
         ({"logits": torch.rand(N)}, TypeError, r"open_clip output.*got dict with keys \['logits'"),
-        ((unit(), unit()), TypeError, r"got tuple of length 2; for a Hugging Face SiglipOutput"),
+        ((unit(), unit()), TypeError, r"CLIPOutput with learner_model=model.*tuple of length 2"),
         ((unit(), unit(), torch.ones(N)), TypeError, r"got tuple of length 3"),
         ((unit(), unit(), -1.0), ValueError, r"learner\[2\] must be a positive finite"),
     ],

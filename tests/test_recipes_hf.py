@@ -70,6 +70,14 @@ def test_selection_uses_the_exponentiated_hf_temperature(page):
     )
 
 
+def test_bare_hf_outputs_select_as_score_forward_does(page):
+    learner, reference = page["learner"].eval(), page["reference"]
+    batch = page["random_pairs"](page["N"], 10)
+    pairs = [page["score_forward"](m, batch) for m in (learner, reference)]
+    want = JESTSelector(filter_ratio=0.75, n_chunks=4, seed=1)(batch, *pairs)
+    assert torch.equal(page["direct"].indices, want.indices)
+
+
 def test_hf_trainer_selects_every_step(page):
     trainer, result = page["trainer"], page["result"]
     assert trainer.state.global_step == 3 and page["hf_selector"].step == 3

@@ -346,7 +346,8 @@ def _overhead_bench():
 
 @pytest.mark.parametrize("tensors", [False, True], ids=["float scale", "tensor scale"])
 def test_a_selector_step_reads_on_the_host_only_what_the_spec_reads(tensors):
-    # Validated once: the adapter adds no host synchronisation to the spec's own checks.
+    # Validated once: the adapter adds no host synchronisation to the spec's own checks, and
+    # the spec reads one value (a bound that is finite only if every input value is).
     row = _overhead_bench().measure(16, 0.8, 8, tensors, repeats=1)
-    assert row["agree"] and row["spec_syncs"] >= 4  # the counter sees the spec's checks
+    assert row["agree"] and row["spec_syncs"] == 1
     assert row["syncs"] == row["spec_syncs"], row

@@ -940,6 +940,17 @@ def test_a_gain_that_could_overflow_the_logits_is_refused_before_any_work():
         )  # fmt: skip
 
 
+def test_an_embedding_bound_beyond_the_inputs_dtype_is_recomputed_in_python_floats():
+    # The one-read check forms the bound |scale| d max|image| max|text| in the inputs' dtype:
+    # ~1e7 here, beyond float16, so it is recomputed exactly; the selection (in float32) runs.
+    rng = np.random.default_rng(0)
+    image, text = ((rng.normal(size=(64, 8)) * 100).astype(np.float16) for _ in range(2))
+    kw: dict[str, Any] = dict(n_chunks=4, score="hard_learner", seed=0)
+    got = jestcore.joint_select_embeddings(PairEmbeddings(image, text, 10.0, -1.0), None, 16, **kw)
+    wide = PairEmbeddings(image.astype(np.float32), text.astype(np.float32), 10.0, -1.0)
+    np.testing.assert_array_equal(got, jestcore.joint_select_embeddings(wide, None, 16, **kw))
+
+
 # ----------------------------------------------------------------------------- NaN and inf
 
 
@@ -1057,9 +1068,14 @@ ADAPTER_NON_FINITE: list[tuple[str, Callable[[], Any], str]] = [
     (
         "jax.joint_select_embeddings",
         lambda: jj.joint_select_embeddings(
-            emb(xp="jax", bias=jnp.asarray(np.inf)), None, 4, score="hard_learner", seed=0
+            emb(xp="jax", bias=jnp.asarray(np.inf)),
+            None,
+            4,
+            n_chunks=2,
+            score="hard_learner",
+            seed=0,
         ),
-        r"bias must be finite, got inf",
+        r"^learner\.bias must be finite, got inf",
     ),
     (
         "jax.select_sharded",

@@ -89,18 +89,20 @@ def _detached(x: Any) -> Any:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-#: How to give a Hugging Face output, which holds no temperature (HF keeps it on the model).
-_HF_HINT = (
-    "score with score_forward(model, batch), which reads the temperature from the model, or "
-    "pass pair_embeddings(output, model=model)"
-)
+def _hf_hint(name: str) -> str:
+    """How to give a Hugging Face output, which holds no temperature (HF keeps it on the model)."""
+    return (
+        f"pass the model that produced it as {name}_model=model, or score with "
+        "score_forward(model, batch), which reads the temperature from the model"
+    )
 
 
-def _model_output(name: str, m: Any) -> Any:
+def _model_output(name: str, m: Any, model: Any = None) -> Any:
     """A model's outputs as ``PairEmbeddings`` or a losses tensor, detached (see ``_models``).
 
     Contrastive outputs that :func:`~jestcore.adapters.torch.pair_embeddings` reads are
-    converted by it; anything else is refused with what was received and what to pass.
+    converted by it (a Hugging Face output with ``model``, the model that produced it);
+    anything else is refused with what was received and what to pass.
     """
     if isinstance(m, torch.Tensor):
         if m.ndim == 2:
@@ -118,28 +120,31 @@ def _model_output(name: str, m: Any) -> Any:
         return m.detach()
     if _is_pair(m):
         return jestcore.PairEmbeddings(*map(_detached, m))
-    if is_hf_output(m):
+    if is_hf_output(m) and model is None:
         raise TypeError(
             f"{name} is a Hugging Face {type(m).__name__}, which holds no temperature (HF keeps "
-            f"it on the model, in log space: model.logit_scale); {_HF_HINT}"
+            f"it on the model, in log space: model.logit_scale); {_hf_hint(name)}"
         )
     if is_pair_output(m):
-        names, pair = read_pair(m, prefix=name)
+        names, pair = read_pair(m, model=model, prefix=name)
         check_values(names, pair)
         return jestcore.PairEmbeddings(*map(_detached, pair))
     raise TypeError(
         f"{name} must be a PairEmbeddings(image, text, scale, bias), an open_clip output "
         "(image_features, text_features, logit_scale[, logit_bias]) as a tuple or an "
-        "output_dict=True dict, or a 1-D tensor of per-example losses, got "
-        f"{describe(m)}; for a Hugging Face SiglipOutput / CLIPOutput, {_HF_HINT}"
+        "output_dict=True dict, a Hugging Face SiglipOutput / CLIPOutput with "
+        f"{name}_model=model, or a 1-D tensor of per-example losses, got {describe(m)}"
     )
 
 
-def _models(learner: Any, reference: Any, scores: Any, score: str) -> tuple[dict[str, Any], str]:
+def _models(
+    learner: Any, reference: Any, scores: Any, score: str, hf_models: tuple[Any, Any] = (None, None)
+) -> tuple[dict[str, Any], str]:
     """The outputs that ``score`` needs, by argument name (detached), and their kind.
 
-    The kind is ``"embeddings"``, ``"losses"`` or ``"scores"``. Only the structure is checked
-    here; dtypes, shapes and values are the spec's.
+    ``hf_models`` are the ``learner_model`` and ``reference_model`` that Hugging Face outputs
+    need. The kind is ``"embeddings"``, ``"losses"`` or ``"scores"``. Only the structure is
+    checked here; dtypes, shapes and values are the spec's.
     """
     _check_choice("score", score, tuple(sorted(SCORES)))
     if scores is not None:
@@ -147,14 +152,14 @@ def _models(learner: Any, reference: Any, scores: Any, score: str) -> tuple[dict
             raise ValueError("give either scores=... or learner/reference outputs, not both")
         return {"scores": _detached(scores)}, "scores"
     models: dict[str, Any] = {}
-    for name, m, sign in zip(
-        ("learner", "reference"), (learner, reference), SCORES[score], strict=True
+    for name, m, model, sign in zip(
+        ("learner", "reference"), (learner, reference), hf_models, SCORES[score], strict=True
     ):
         if not sign:
             continue
         if m is None:
             raise ValueError(f'score="{score}" needs the {name}\'s outputs, got {name}=None')
-        models[name] = _model_output(name, m)
+        models[name] = _model_output(name, m, model)
     if len({_is_pair(m) for m in models.values()}) > 1:
         raise TypeError("learner and reference must both be PairEmbeddings or both be losses")
     pairs = _is_pair(next(iter(models.values())))
@@ -250,6 +255,7 @@ def _plan(
     gain: Any,
     exchange: Any,
     block_size: Any,
+    hf_models: tuple[Any, Any],
     world: int,
     is_global: bool,
 ) -> _Plan:
@@ -265,7 +271,7 @@ def _plan(
     n_local = batch_size_of(batch)
     if n_local == 0:
         raise ValueError("batch must hold at least one example, got an empty super-batch (N = 0)")
-    models, kind = _models(learner, reference, scores, score)
+    models, kind = _models(learner, reference, scores, score, hf_models)
     for name, m in models.items():
         n = _n_examples(m)
         if n is not None and n != n_local:
@@ -463,6 +469,8 @@ def select_batch(
     reference: Any = None,
     *,
     scores: Any = None,
+    learner_model: Any = None,
+    reference_model: Any = None,
     batch_size: int | None = None,
     filter_ratio: float | None = None,
     n_chunks: int = 16,
@@ -512,15 +520,17 @@ def select_batch(
             (contrastive) or an ``(N,)`` tensor of per-example losses. Not needed for
             ``score="easy_reference"``. A contrastive model's own output is converted by
             :func:`~jestcore.adapters.torch.pair_embeddings`: an open_clip tuple or
-            ``output_dict=True`` dict as given; a Hugging Face ``SiglipOutput`` /
-            ``CLIPOutput`` holds no temperature, so score it with
-            :func:`~jestcore.adapters.torch.score_forward` (which reads it from the model and
-            returns ``PairEmbeddings``) or pass ``pair_embeddings(output, model=model)``.
+            ``output_dict=True`` dict as given, a Hugging Face ``SiglipOutput`` /
+            ``CLIPOutput`` with ``learner_model`` (HF keeps the temperature on the model).
         reference: The reference model's outputs, of the same kind (e.g. from an
             :class:`~jestcore.adapters.torch.EmbeddingCache`). Not needed for
             ``score="hard_learner"``.
         scores: Instead of ``learner``/``reference``: an ``(N, N)`` score matrix (joint
             selection) or ``(N,)`` per-example scores (independent selection).
+        learner_model: The Hugging Face model that produced ``learner`` when it is an HF
+            output: ``scale = exp(learner_model.logit_scale)``, ``bias =
+            learner_model.logit_bias`` (0 for CLIP). Not used for other outputs.
+        reference_model: The same for ``reference``.
         batch_size: How many examples to select (per rank), or
         filter_ratio: The fraction to discard: ``round(N * (1 - filter_ratio))`` are kept
             (per rank, halves up, at least one); the paper's 0.8 keeps one in five.
@@ -565,7 +575,7 @@ def select_batch(
             disagree.
 
     Warns:
-        NotNormalizedWarning: If a converted open_clip output's embeddings are not unit-norm
+        NotNormalizedWarning: If a converted open_clip or HF output's embeddings are not unit-norm
             (see :func:`~jestcore.adapters.torch.pair_embeddings`).
 
     Example:
@@ -584,7 +594,7 @@ def select_batch(
     options = {
         "batch_size": batch_size, "filter_ratio": filter_ratio, "n_chunks": n_chunks,
         "score": score, "loss": loss, "method": method, "exchange": exchange,
-        "block_size": block_size,
+        "block_size": block_size, "hf_models": (learner_model, reference_model),
         **randomness,
     }  # fmt: skip
     if not is_global:
@@ -734,7 +744,15 @@ class JESTSelector:
         return jestcore.fold_in(self.seed, self.step if step is None else step)
 
     def select(
-        self, batch: Any, /, learner: Any = None, reference: Any = None, *, scores: Any = None
+        self,
+        batch: Any,
+        /,
+        learner: Any = None,
+        reference: Any = None,
+        *,
+        scores: Any = None,
+        learner_model: Any = None,
+        reference_model: Any = None,
     ) -> SelectedBatch:
         """Selects this step's sub-batch and advances the step counter.
 
@@ -743,6 +761,9 @@ class JESTSelector:
             learner: The learner's outputs on it (ignored during warm-up).
             reference: The reference's outputs on it (ignored during warm-up).
             scores: Precomputed scores instead of ``learner``/``reference``.
+            learner_model: The Hugging Face model that produced ``learner``, when it is an HF
+                ``SiglipOutput`` / ``CLIPOutput`` (see :func:`select_batch`).
+            reference_model: The same for ``reference``.
 
         Returns:
             A :class:`SelectedBatch`; its ``stats`` are also kept in :attr:`last_stats`.
@@ -766,6 +787,8 @@ class JESTSelector:
                 learner,
                 reference,
                 scores=scores,
+                learner_model=learner_model,
+                reference_model=reference_model,
                 n_chunks=self.n_chunks,
                 score=self.score,
                 loss=self.loss,

@@ -381,34 +381,22 @@ def test_select_batch_and_selector_take_hf_outputs_with_their_models(siglip):
         converted = (pair_embeddings(outputs[learner], model=models[learner]),
                      pair_embeddings(outputs[reference], model=models[reference]))  # fmt: skip
         want = select_batch(batch, *converted, **kw)
-        got = select_batch(
-            batch,
-            outputs[learner],
-            outputs[reference],
-            **kw,
-            learner_model=models[learner],
-            reference_model=models[reference],
-        )
+        bare = (batch, outputs[learner], outputs[reference])
+
+        def with_models(learner_model, reference_model):
+            return {
+                "learner_model": models[learner_model],
+                "reference_model": models[reference_model],
+            }
+
+        got = select_batch(*bare, **kw, **with_models(learner, reference))
         assert torch.equal(got.indices, want.indices)
         torch.testing.assert_close(got.stats, want.stats, rtol=0, atol=0)
-        swapped = select_batch(
-            batch,
-            outputs[learner],
-            outputs[reference],
-            **kw,
-            learner_model=models[reference],
-            reference_model=models[learner],
-        )
         # Each output's temperature and bias are read from the model given for it.
+        swapped = select_batch(*bare, **kw, **with_models(reference, learner))
         assert not torch.allclose(swapped.stats["score_all"], want.stats["score_all"])
         selector = JESTSelector(batch_size=3, n_chunks=3, seed=7, loss=loss)
-        by_selector = selector(
-            batch,
-            outputs[learner],
-            outputs[reference],
-            learner_model=models[learner],
-            reference_model=models[reference],
-        )
+        by_selector = selector(*bare, **with_models(learner, reference))
         want_selector = JESTSelector(batch_size=3, n_chunks=3, seed=7, loss=loss)(batch, *converted)
         assert torch.equal(by_selector.indices, want_selector.indices)
 

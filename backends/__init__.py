@@ -17,6 +17,8 @@ present) exposes the same names with the same signatures:
 * ``block_loop(fn, acc, idx, block_size, /)``: ``acc = fn(acc, block)`` over nearly equal
   blocks of at most ``block_size`` entries of ``idx``; a Python loop, ``lax.scan`` on JAX, so
   that ``block_size`` bounds the temporaries under ``jax.jit`` too.
+* ``default_block_size(n, /)``: that bound when the caller gives none, at N = ``n`` (smaller
+  on JAX, where XLA keeps several blocks' temporaries alive).
 
 :func:`get_backend` resolves a namespace to its module lazily: detecting a backend never imports a
 framework that the caller has not imported, and a namespace with no native module gets the

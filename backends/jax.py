@@ -100,6 +100,17 @@ def chunk_loop(
     return jnp.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
+def default_block_size(n: int, /) -> int:
+    """Rows of a chunk that joint selection from embeddings multiplies at once at N = ``n``.
+
+    About ``2**23`` elements, a quarter of the other backends': under ``jax.jit`` XLA keeps
+    about six block-sized temporaries alive (its memory analysis), so the default blocks of
+    2**25 elements planned 828 MiB of temporaries at N = 65,536 and these 151 MiB, at about
+    the same speed (bench/README.md).
+    """
+    return max(1, 2**23 // n)
+
+
 def block_loop(fn: Callable[[Any, Any], Any], acc: Any, idx: Any, block_size: int, /) -> Any:
     """``generic.block_loop`` with the full blocks as ``lax.scan``, so ``block_size`` bounds memory.
 

@@ -11,6 +11,7 @@ __all__ = generic.__all__  # the same names as every backend module
 
 #: The loops are the generic module's plain Python loops.
 block_loop, chunk_loop = generic.block_loop, generic.chunk_loop
+default_block_size = generic.default_block_size
 
 
 def top_k(x: Any, k: int, /) -> Any:

@@ -16,6 +16,7 @@ __all__ = generic.__all__  # the same names as every backend module
 
 #: The loops are the generic module's plain Python loops.
 block_loop, chunk_loop = generic.block_loop, generic.chunk_loop
+default_block_size = generic.default_block_size
 
 #: Below this ``k / N`` a ``torch.topk`` pass plus tie repair beats a stable sort of all N
 #: entries: a rule of thumb from a one-off CPU measurement whose script was not kept in bench/

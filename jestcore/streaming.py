@@ -38,11 +38,6 @@ LOSSES = ("sigmoid", "softmax")
 #: Default bound on the elements of one temporary block of pairwise logits (64 MiB in float32).
 BLOCK_ELEMENTS = 2**24
 
-#: The default bound of :func:`joint_select_embeddings` (128 MiB blocks in float32): at
-#: N = 163,840 NumPy selected ~1.15x faster with blocks of ~170-200 rows than of ~100 (matrix
-#: products of few rows against a long operand are slow); see bench/README.md.
-SELECT_BLOCK_ELEMENTS = 2**25
-
 
 class PairEmbeddings(NamedTuple):
     """A contrastive model's embeddings of N image-text pairs, with its loss parameters.
@@ -173,7 +168,8 @@ def joint_select_embeddings(
         greedy: Take the plain top-k of each chunk's logits (no noise; ``gain`` is checked
             and ignored).
         block_size: At most this many rows of a chunk are multiplied at once, bounding the
-            temporaries to ``block_size x N``; by default about 2**25 elements. Each chunk is
+            temporaries to ``block_size x N``; by default the backend's
+            ``default_block_size(N)`` (about 2**25 elements, 2**23 on JAX). Each chunk is
             split into nearly equal blocks. Under ``jax.jit`` the blocks (and the chunks) are
             a ``lax.scan``, so the bound holds there too and the compile time does not grow
             with ``N / block_size`` or ``n_chunks``.
@@ -247,10 +243,10 @@ def check_select_embeddings(
     v.check_randomness(seed, noise, greedy, (len(sizes), n), xp)
     gain = v.check_gain(gain)
     same_device({f"{models[0][0]}.image": models[0][1].image, "seed": seed})
-    if block_size is None:
-        block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
-    block_size = v.check_int("block_size", block_size, low=1)
     backend = get_backend(xp)
+    if block_size is None:
+        block_size = backend.default_block_size(n)
+    block_size = v.check_int("block_size", block_size, low=1)
     if noise is not None:
         v.check_finite("noise", noise, xp, backend)
     terms = 2 * sum(sizes) - 1

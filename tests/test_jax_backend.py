@@ -321,6 +321,27 @@ def test_the_compiled_program_does_not_grow_with_chunks_or_blocks(select):
     assert max(counts.values()) <= 1.5 * min(counts.values()), counts
 
 
+def test_the_default_blocks_bound_xlas_temporaries_under_jit():
+    # XLA keeps several block-sized temporaries alive, so the JAX default block is a quarter
+    # of the others' (2**23 elements): at N = 65,536 (chunks of 819 rows) 128-row blocks, and
+    # a plan far below that of the 2**25-element blocks (512 rows). Compiled only, not run.
+    n, d = 65536, 8
+    model = PairEmbeddings(jnp.ones((n, d)), jnp.ones((n, d)), 10.0, -10.0)
+
+    def temporaries(block_size):
+        fn = jax.jit(lambda m, s: jestcore.joint_select_embeddings(
+            m, m, n // 5, seed=s, block_size=block_size))  # fmt: skip
+        compiled = fn.lower(model, jnp.uint32(0)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    jb, numpy_backend = get_backend_module("jax"), get_backend_module("numpy")
+    assert jb.default_block_size(n) == 128 and numpy_backend.default_block_size(n) == 512
+    default, generic_default = temporaries(None), temporaries(numpy_backend.default_block_size(n))
+    assert default == temporaries(128)  # None is the backend's default
+    assert default < 0.3 * generic_default, (default, generic_default)
+    assert default < 8 * 128 * n * 4  # a few blocks of float32 products, not more
+
+
 def test_chunk_loop_under_jit_matches_the_plain_loop():
     generic = get_backend_module("generic")
     x = np.random.default_rng(0).standard_normal(37).astype(np.float32)

@@ -262,8 +262,8 @@ def joint_select_embeddings(
         noise: Explicit Gumbel noise of shape ``(n_chunks, N)``.
         greedy: Take the plain top-k of each chunk's logits (no noise).
         block_size: At most this many rows of a chunk are multiplied at once (a ``lax.scan``
-            over the blocks, so this bounds the temporaries); by default about 2**25 elements,
-            as the spec.
+            over the blocks, so this bounds the temporaries); by default about 2**23 elements
+            (the JAX backend's ``default_block_size``), as the spec.
         unroll: Deprecated and ignored (a ``DeprecationWarning`` when given).
 
     Returns:

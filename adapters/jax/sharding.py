@@ -52,9 +52,8 @@ from jestcore import _validation as v
 from jestcore.random import fold_in
 from jestcore.selection import chunk_sizes, gumbel_rows
 from jestcore.streaming import (
-    SELECT_BLOCK_ELEMENTS,
     PairEmbeddings,
-    check_gain_fits_embeddings,
+    check_embedding_values,
     check_loss,
     make_terms,
     select_terms,
@@ -193,7 +192,7 @@ def select_sharded(
     warn_unroll(unroll)
     check_loss(loss)
     devices = _check_mesh(mesh, axis, scope)
-    _, arrays, n = check_embeddings(learner, reference, score)
+    models, _, n = check_embeddings(learner, reference, score)
     _divisible("N (the super-batch size)", n, devices, axis)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     select_local = _divisible("n_select", n_select, devices, axis)
@@ -205,13 +204,10 @@ def select_sharded(
     v.check_randomness(seed, None, greedy, (len(sizes), n), jnp)
     gain = v.check_gain(gain)
     if block_size is None:
-        block_size = max(1, SELECT_BLOCK_ELEMENTS // n)
+        block_size = _backend.default_block_size(n)
     block_size = v.check_int("block_size", block_size, low=1)
-    for name, a in arrays.items():
-        v.check_finite(name, a, jnp, _backend)
-    if not greedy:
-        models = check_embeddings(learner, reference, score)[0]
-        check_gain_fits_embeddings(gain, models, 2 * sum(sizes) - 1, jnp, _backend, None)
+    terms = 2 * sum(sizes) - 1
+    check_embedding_values(models, jnp, _backend, gain=None if greedy else gain, terms=terms)
 
     seed = jnp.zeros((), dtype=jnp.uint32) if greedy else as_seed(seed)
     return _select_sharded(

@@ -87,8 +87,8 @@ class JESTSelector:
         axis: The mesh axis that the batch is split along.
         scope: ``"global"`` (exact selection over the whole super-batch) or ``"local"``
             (per-device selection); see :mod:`jestcore.adapters.jax.sharding`.
-        block_size: Rows of a chunk multiplied at once (default: about 2**25 elements, as
-            :func:`jestcore.joint_select_embeddings`).
+        block_size: Rows of a chunk multiplied at once (default: about 2**23 elements, as
+            :func:`jestcore.joint_select_embeddings` on JAX).
         unroll: Deprecated and ignored (a ``DeprecationWarning`` when given); the chunk loop
             is the spec's, a ``lax.scan`` under ``jax.jit``.
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
+import numpy as np
 import pytest
 import torch
 from jestcore.adapters.torch import (
@@ -371,9 +372,12 @@ CACHE = [
     ("dtype bfloat16", lambda p: pre(p, dtype=torch.bfloat16), TypeError, "dtype",
      "float16, torch.float32 or torch.float64.*no bfloat16"),
     ("dtype int", lambda p: pre(p, dtype=torch.int32), TypeError, "dtype", "got torch.int32"),
-    ("part_size 0", lambda p: pre(p, part_size=0), ValueError, "part_size", "positive int"),
+    ("part_size 0", lambda p: pre(p, part_size=0), ValueError, "part_size", ">= 1, got 0"),
+    ("part_size float", lambda p: pre(p, part_size=2.5), TypeError, "part_size", "an int"),
     ("score_batch_size 0", lambda p: pre(p, score_batch_size=0), ValueError,
-     "score_batch_size", "positive int"),
+     "score_batch_size", ">= 1, got 0"),
+    ("score_batch_size bool", lambda p: pre(p, score_batch_size=True), TypeError,
+     "score_batch_size", "an int, got True"),
     ("overwrite str", lambda p: pre(p, overwrite="yes"), TypeError, "overwrite", "a bool"),
     ("progress int", lambda p: pre(p, progress=1), TypeError, "progress", "a bool"),
     ("path int", lambda p: pre(3), TypeError, "path", "str or os.PathLike folder, got int"),
@@ -415,6 +419,18 @@ CACHE = [
 @cases(CACHE)
 def test_cache_refuses(call, error, argument, expected, tmp_path):
     check(lambda: call(tmp_path / "cache"), error, argument, expected)
+
+
+def test_cache_sizes_follow_the_int_rule_of_score_forward(tmp_path):
+    # NumPy integers are ints here as in score_forward, which the cache's forward pass calls
+    model = Encoder()
+    plain = pre(tmp_path / "a", model=model, part_size=3, score_batch_size=2)
+    numpy_sized = pre(
+        tmp_path / "b", model=model, part_size=np.int64(3), score_batch_size=np.int32(2)
+    )
+    ids = torch.arange(8)
+    for a, b in zip(plain.lookup(ids), numpy_sized.lookup(ids), strict=True):
+        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), rtol=0, atol=0)
 
 
 def test_cache_checks_arguments_before_touching_the_folder(tmp_path):

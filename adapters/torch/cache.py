@@ -47,6 +47,7 @@ from jestcore.adapters.torch.scoring import default_forward, score_forward
 from jestcore.adapters.torch.trees import map_batch
 
 import jestcore
+from jestcore import _validation as v
 
 __all__ = [
     "CacheError",
@@ -222,9 +223,9 @@ def precompute_reference_embeddings(
             writer holds the folder's lock after ``timeout`` seconds (the message names its
             pid and host), or a part no longer holds the ids recorded for it.
         TypeError: If an argument has the wrong type (e.g. ``model`` not an ``nn.Module``,
-            ``dtype`` not float16/32/64).
-        ValueError: If ``part_size`` or ``score_batch_size`` is not a positive int, ``path``
-            is a file, or the loader yields no examples.
+            ``dtype`` not float16/32/64, ``part_size`` not an int; NumPy integers are ints).
+        ValueError: If ``part_size`` or ``score_batch_size`` is below 1, ``path`` is a file,
+            or the loader yields no examples.
     """
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a str or os.PathLike folder, got {type(path).__name__}")
@@ -233,16 +234,9 @@ def precompute_reference_embeddings(
     for name, fn in (("ids", ids), ("forward", forward)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}")
-    if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 1:
-        raise ValueError(f"part_size must be a positive int, got {part_size!r}")
-    if score_batch_size is not None and (
-        isinstance(score_batch_size, bool)
-        or not isinstance(score_batch_size, int)
-        or score_batch_size < 1
-    ):
-        raise ValueError(
-            f"score_batch_size must be a positive int or None, got {score_batch_size!r}"
-        )
+    part_size = v.check_int("part_size", part_size, low=1)
+    if score_batch_size is not None:  # the rule of score_forward, checked before any work
+        score_batch_size = v.check_int("score_batch_size", score_batch_size, low=1)
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")

@@ -14,7 +14,7 @@ from jestcore.backends import generic
 
 __all__ = generic.__all__  # the same names as every backend module
 
-#: The loops are the generic module's plain Python loops.
+#: The loops (plain Python loops) and the default block are the generic module's.
 block_loop, chunk_loop = generic.block_loop, generic.chunk_loop
 default_block_size = generic.default_block_size
 

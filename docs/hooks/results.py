@@ -455,9 +455,8 @@ def _memory_rows(emb: dict[str, Any] | None, after: dict[str, Any] | None) -> li
     if after is not None and jax_mid:
         rss = jax_mid[0]["peak_rss_mib"]
         why = (
-            "XLA keeps about six row-block temporaries of a chunk alive (827 MiB with the "
-            "default blocks, 151 MiB with `block_size=128`); pass a smaller `block_size` "
-            "where memory is tight"
+            "XLA keeps about six row-block temporaries of a chunk alive; pass a smaller "
+            "`block_size` where memory is tight"
         )
         rows.append(
             (

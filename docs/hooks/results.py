@@ -428,13 +428,15 @@ def _matrix_rows(matrix: dict[str, Any]) -> list[Row]:
 def _memory_rows(emb: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Row]:
     """Peak memory at paper scale and of JAX at N = 65,536.
 
-    Paper scale from ``select_embeddings``; JAX from ``jax_select_after`` where it is missing.
+    Paper scale from ``select_embeddings``, JAX's from ``jax_select_after`` (its own memory
+    benchmark, often the newer run) where that has it.
     """
     rows: list[Row] = []
     paper = [] if emb is None else _records(emb, method="stream", N=163840)
     sources = [_source("select_embeddings", emb)] if emb is not None and paper else []
     jax_paper = [] if after is None else _records(after, kind="rss", n=163840)
-    if after is not None and jax_paper and not any(r["framework"] == "jax" for r in paper):
+    if after is not None and jax_paper:
+        paper = [r for r in paper if r["framework"] != "jax"]
         paper.append({"framework": "jax", **jax_paper[0]})
         sources.append(_source("jax_select_after", after))
     if paper:

@@ -1394,7 +1394,6 @@ def check_adapter_refuses_arrays_committed_to_two_devices():
         "reference.image " + msg,
         "learner.image is on",
     )
-    incompatible = "Received incompatible devices for jitted computation"
     mesh = jax.make_mesh((2,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
     _raises(
         ValueError,
@@ -1407,8 +1406,7 @@ def check_adapter_refuses_arrays_committed_to_two_devices():
             score="hard_learner",
             seed=0,
         ),
-        incompatible,
-        "learner.text",
+        f"learner.text is on devices ['{d1}'] but learner.image is on devices ['{d0}']",
     )
     # the selector's state is not committed: a step on device 1 runs there
     idx, _ = jj.JESTSelector(batch_size=2, n_chunks=1).select(

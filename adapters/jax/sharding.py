@@ -65,6 +65,26 @@ __all__ = ["SCOPES", "gather_sharded", "select_sharded"]
 SCOPES = ("local", "global")
 
 
+def _check_same_devices(arrays: dict[str, Any]) -> None:
+    """Refuses arrays committed to different sets of devices, naming them.
+
+    XLA would refuse them too, naming no argument; uncommitted arrays (``jnp.asarray``) go
+    where they are needed.
+    """
+    placed = {
+        name: sorted(str(d) for d in a.devices())
+        for name, a in arrays.items()
+        if isinstance(a, jax.Array) and not _backend.is_lazy(a) and a.committed
+    }
+    first, devices = next(iter(placed.items()), ("", []))
+    for name, ids in placed.items():
+        if ids != devices:
+            raise ValueError(
+                f"{name} is on devices {ids} but {first} is on devices {devices}: put the "
+                "learner's and the reference's arrays on the same devices (the mesh's)"
+            )
+
+
 def _check_mesh(mesh: Any, axis: Any, scope: Any) -> int:
     """Validates ``mesh``, ``axis`` and ``scope``; returns the number of devices along ``axis``."""
     if not isinstance(mesh, Mesh):
@@ -192,7 +212,9 @@ def select_sharded(
     warn_unroll(unroll)
     check_loss(loss)
     devices = _check_mesh(mesh, axis, scope)
-    models, _, n = check_embeddings(learner, reference, score)
+    models, arrays, n = check_embeddings(learner, reference, score)
+    scalars = {f"{name}.{f}": getattr(m, f) for name, m, _ in models for f in ("scale", "bias")}
+    _check_same_devices({**arrays, **scalars})
     _divisible("N (the super-batch size)", n, devices, axis)
     n_select = v.check_int("n_select", n_select, low=1, high=n, high_doc=f"N = {n}")
     select_local = _divisible("n_select", n_select, devices, axis)
